@@ -1,0 +1,114 @@
+"""The `dualkd-edge` command line. Heavy imports live inside the commands so --help is instant."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dualkd_edge.errors import UserError
+
+app = typer.Typer(
+    name="dualkd-edge",
+    help="Dual-student anomaly detection from training to NVIDIA Jetson: train, eval, export, "
+    "quantize, build, infer, bench. Start with `dualkd-edge demo`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Device = typer.Option("auto", "--device", help="auto | cpu | cuda (PyTorch run directories)")
+
+
+@app.command()
+def presets() -> None:
+    """List the model presets with parameter counts and GMACs at their input size."""
+    from dualkd_edge.commands.presets_cmd import run
+
+    print(run())
+
+
+@app.command()
+def train(
+    data: List[Path] = typer.Argument(..., help="MVTec-AD style root(s), category folder(s) or plain folders of good images; several make one multi-class model"),
+    out: Path = typer.Option(..., "--out", help="run directory to write"),
+    preset: str = typer.Option("tiny", "--preset", help="tiny | edge-s224 | paper-b392 (see `dualkd-edge presets`)"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="teacher weights: none | hub | PATH (.pth / .safetensors, official DINOv2 or timm keys); default: the preset's"),
+    steps: int = typer.Option(1000, "--steps", help="training steps"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    lr: float = typer.Option(2e-3, "--lr", help="peak learning rate (warm-up, then cosine to 10%)"),
+    device: str = Device,
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out up to --steps"),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="steps between checkpoints"),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help="stop after about this many seconds (the schedule is fitted to it)"),
+    holdout: float = typer.Option(0.1, "--holdout", help="share of good images held out for calibration"),
+    tau_local: float = typer.Option(1.0, "--tau-local", help="Noisy-OR temperature of the local branch"),
+    tau_semantic: float = typer.Option(1.0, "--tau-semantic", help="Noisy-OR temperature of the semantic branch"),
+) -> None:
+    """Train the dual-student model (frozen DINOv2 teacher, Noisy-OR objective) and calibrate it."""
+    from dualkd_edge.commands.train_cmd import run
+    from dualkd_edge.train.loop import TrainConfig
+
+    run(TrainConfig(data=list(data), out=out, preset=preset, weights=weights, steps=steps, batch_size=batch_size,
+                    lr=lr, device=device, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
+                    max_time=max_time, holdout_fraction=holdout, tau_local=tau_local, tau_semantic=tau_semantic))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="folder for the generated data and everything made from it"),
+    max_time: float = typer.Option(120.0, "--max-time", help="training time budget in seconds"),
+    steps: int = typer.Option(600, "--steps", help="training steps (fewer if --max-time runs out first)"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Generate a multi-class dataset, train the tiny preset and report image AUROC (CPU, minutes)."""
+    from dualkd_edge.commands.demo_cmd import run
+
+    run(out, max_time, steps, seed)
+
+
+@app.command(name="eval")
+def eval_(
+    paths: List[Path] = typer.Argument(..., help="MODEL [MODEL ...] DATA: run directories / .onnx / .engine files, then the dataset"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the table as Markdown"),
+    per_image: Optional[Path] = typer.Option(None, "--per-image", help="write per-image scores as CSV"),
+    tune_threshold: bool = typer.Option(False, "--tune-threshold", help="store the F1-optimal threshold in the model's metadata"),
+    max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="with --tune-threshold: the threshold at this false-alarm rate instead"),
+    save_overlays: Optional[Path] = typer.Option(None, "--save-overlays", help="folder for heat-map overlays of the worst cases"),
+    worst: int = typer.Option(5, "--worst", help="how many worst false negatives / false positives to save"),
+    normal_classes: Optional[str] = typer.Option(None, "--normal-classes", help="class-folder layout: comma-separated normal classes; all others are anomalies"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    device: str = Device,
+) -> None:
+    """Image AUROC / AP / F1-max and pixel AUROC / AUPRO per category, several models side by side."""
+    from dualkd_edge.commands.eval_cmd import run
+
+    if len(paths) < 2:
+        raise UserError("eval: give at least one MODEL and then DATA")
+    if max_fpr is not None and not 0 <= max_fpr < 1:
+        raise UserError(f"--max-fpr: expected a rate in [0, 1), got {max_fpr}")
+    if worst < 1 or batch_size < 1:
+        raise UserError("--worst and --batch-size must be >= 1")
+    run(list(paths[:-1]), [paths[-1]], json_out, markdown, per_image, tune_threshold, max_fpr,
+        save_overlays, worst, normal_classes, batch_size, device)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        app()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

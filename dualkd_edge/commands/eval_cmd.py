@@ -1,0 +1,145 @@
+"""`dualkd-edge eval`: metrics tables for one or more models, threshold tuning, worst-case overlays."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from dualkd_edge.data.discovery import Category, discover_all
+from dualkd_edge.detector import Detector
+from dualkd_edge.errors import UserError
+from dualkd_edge.evaluation import IMAGE_METRICS, PIXEL_METRICS, EvalReport, evaluate
+from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from dualkd_edge.tables import fmt, markdown_table, text_table
+
+log = logging.getLogger("dualkd_edge")
+
+COLUMNS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro")
+
+
+def report_rows(reports: list[EvalReport]) -> tuple[list[str], list[list[object]]]:
+    """One row per (model, category) and a mean row per model; deltas against the first model."""
+    headers = ["model", "category", "n", *COLUMNS, "local_auroc", "semantic_auroc", "img/s"]
+    rows: list[list[object]] = []
+    base = reports[0].mean_row()
+    for i, rep in enumerate(reports):
+        for cat, r in rep.rows.items():
+            rows.append([rep.model, cat, r.get("n_images"), *(r.get(k) for k in COLUMNS),
+                         r.get("local_auroc"), r.get("semantic_auroc"), ""])
+        mean = rep.mean_row()
+        cells: list[object] = []
+        for k in COLUMNS + ("local_auroc", "semantic_auroc"):
+            v = mean.get(k)
+            if i > 0 and v is not None and base.get(k) is not None:
+                cells.append(f"{v:.4f} ({v - base[k]:+.4f})")
+            else:
+                cells.append(v)
+        rows.append([rep.model, "MEAN", len(rep.records), *cells, f"{rep.images_per_second:.1f}"])
+    return headers, rows
+
+
+def report_json(reports: list[EvalReport]) -> dict:
+    return {"models": [{"model": r.model, "threshold": r.threshold, "images_per_second": r.images_per_second,
+                        "categories": r.rows, "mean": r.mean_row(), "skipped": r.skipped} for r in reports]}
+
+
+def write_per_image_csv(path: Path, reports: list[EvalReport]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "path", "category", "defect", "label", "score", "local_score",
+                    "semantic_score", "is_anomaly"])
+        for rep in reports:
+            for r in rep.records:
+                w.writerow([rep.model, r.path, r.category, r.defect, r.label, f"{r.score:.6f}",
+                            f"{r.local_score:.6f}", f"{r.semantic_score:.6f}", int(r.is_anomaly)])
+
+
+def tune_threshold(model_path: Path, report: EvalReport, max_fpr: float | None) -> str:
+    """Pick the F1-optimal threshold (or the one at a false-alarm rate) and store it in the model."""
+    from dualkd_edge import metrics
+    from dualkd_edge.model_files import update_threshold
+
+    labels = np.array([r.label for r in report.records])
+    scores = np.array([r.score for r in report.records])
+    try:
+        if max_fpr is not None:
+            new = metrics.threshold_at_fpr(labels, scores, max_fpr)
+            how = f"false-alarm rate <= {max_fpr:g}"
+        else:
+            new = metrics.f1_max(labels, scores)[1]
+            how = "F1-max"
+    except ValueError as exc:
+        raise UserError(f"--tune-threshold: {exc} in DATA's test split") from None
+    old = update_threshold(model_path, new)
+    return f"{model_path}: threshold {old:.4f} -> {new:.4f} ({how})"
+
+
+def save_worst_overlays(out_dir: Path, detector: Detector, report: EvalReport, worst: int) -> int:
+    """Overlays of the N lowest-scored anomalies (false negatives) and N highest-scored normals."""
+    import cv2
+
+    from dualkd_edge.fileio import read_image
+    from dualkd_edge.overlay import heatmap_overlay
+
+    anomalies = sorted((r for r in report.records if r.label == 1), key=lambda r: r.score)[:worst]
+    normals = sorted((r for r in report.records if r.label == 0), key=lambda r: -r.score)[:worst]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for kind, recs in (("false_negative", anomalies), ("false_positive", normals)):
+        for rank, r in enumerate(recs):
+            img = read_image(r.path)
+            if img is None:
+                continue
+            p = detector.predict([img])[0]
+            over = heatmap_overlay(img, p.anomaly_map, p.score, p.is_anomaly, caption=f"{r.category}/{r.defect}")
+            name = f"{kind}_{rank:02d}_{r.category}_{r.defect}_{Path(r.path).stem}.png"
+            ok, buf = cv2.imencode(".png", over)
+            if ok:
+                write_bytes_atomic(out_dir / name, buf.tobytes())
+                n += 1
+    return n
+
+
+def load_categories(data: list[Path], normal_classes: str | None) -> list[Category]:
+    if normal_classes:
+        from dualkd_edge.data.class_folders import class_folder_categories
+
+        return class_folder_categories(data, [c.strip() for c in normal_classes.split(",") if c.strip()])
+    return discover_all(data)
+
+
+def run(models: list[Path], data: list[Path], json_out: Path | None = None, markdown_out: Path | None = None,
+        per_image: Path | None = None, tune: bool = False, max_fpr: float | None = None,
+        overlays: Path | None = None, worst: int = 5, normal_classes: str | None = None,
+        batch_size: int = 8, device: str = "auto", progress: bool = True) -> list[EvalReport]:
+    categories = load_categories(data, normal_classes)
+    if tune and len(models) != 1:
+        raise UserError("--tune-threshold: give exactly one MODEL")
+    reports = []
+    for model_path in models:
+        with Detector.load(model_path, device=device) as det:
+            rep = evaluate(det, categories, batch_size=batch_size, progress=progress)
+            rep.model = str(model_path)
+            reports.append(rep)
+            if overlays is not None:
+                n = save_worst_overlays(overlays, det, rep, worst)
+                log.info("wrote %d overlays to %s", n, overlays)
+    headers, rows = report_rows(reports)
+    print(text_table(headers, rows))
+    if reports[0].skipped:
+        print(f"skipped {len(reports[0].skipped)} unreadable image(s): {', '.join(reports[0].skipped[:5])}")
+    if json_out:
+        write_json_atomic(json_out, report_json(reports))
+    if markdown_out:
+        write_bytes_atomic(markdown_out, (markdown_table(headers, rows) + "\n").encode())
+    if per_image:
+        write_per_image_csv(per_image, reports)
+    if tune:
+        print(tune_threshold(models[0], reports[0], max_fpr))
+    return reports
+
+

@@ -1,0 +1,1 @@
+"""Datasets: MVTec-AD layouts, plain folders, class folders, and the generated demo data (no torch)."""

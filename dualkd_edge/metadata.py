@@ -1,0 +1,127 @@
+"""The one artifact contract: every run directory, ONNX file and engine carries this metadata.
+
+The runtime needs nothing else to pre-process inputs, read outputs and decide.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dualkd_edge import __version__
+from dualkd_edge.errors import UserError
+
+SCHEMA_VERSION = 1
+NOT_PRETRAINED_LABEL = "NOT PRETRAINED (random-init teacher): scores only show the pipeline works"
+
+
+@dataclass
+class InputSpec:
+    """How images become the model's input."""
+
+    height: int
+    width: int
+    # "float": NCHW float32, RGB, normalised with mean/std.  "uint8": NHWC uint8 BGR at model size;
+    # the graph does colour swap, scaling and normalisation itself.
+    dtype: str = "float"
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    color: str = "RGB"
+    layout: str = "NCHW"
+    batch: int | str = "dynamic"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        d = dict(d)
+        d["mean"] = tuple(d["mean"])
+        d["std"] = tuple(d["std"])
+        return cls(**d)
+
+
+@dataclass
+class BranchCalibration:
+    mu: float
+    sigma: float
+
+
+@dataclass
+class Calibration:
+    """Statistics of held-out normal images for the Noisy-OR probabilities."""
+
+    local: BranchCalibration
+    semantic: BranchCalibration
+    beta: float = 3.0
+    n_images: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        return cls(
+            local=BranchCalibration(**d["local"]),
+            semantic=BranchCalibration(**d["semantic"]),
+            beta=float(d.get("beta", 3.0)),
+            n_images=int(d.get("n_images", 0)),
+        )
+
+
+@dataclass
+class TeacherWeights:
+    origin: str  # "none", "hub:<name>", or a file path
+    pretrained: bool
+
+    @property
+    def label(self) -> str:
+        return self.origin if self.pretrained else NOT_PRETRAINED_LABEL
+
+
+@dataclass
+class ArtifactMetadata:
+    preset: dict
+    input: InputSpec
+    calibration: Calibration
+    teacher_weights: TeacherWeights
+    threshold: float = 0.5
+    training: dict = field(default_factory=dict)
+    export: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    tool_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["teacher_weights"]["label"] = self.teacher_weights.label
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "metadata") -> "ArtifactMetadata":
+        try:
+            version = int(d["schema_version"])
+            if version > SCHEMA_VERSION:
+                raise UserError(
+                    f"{source}: metadata schema {version} is newer than this dualkd-edge understands "
+                    f"({SCHEMA_VERSION}); upgrade dualkd-edge"
+                )
+            tw = dict(d["teacher_weights"])
+            tw.pop("label", None)
+            return cls(
+                preset=d["preset"],
+                input=InputSpec.from_dict(d["input"]),
+                calibration=Calibration.from_dict(d["calibration"]),
+                teacher_weights=TeacherWeights(**tw),
+                threshold=float(d.get("threshold", 0.5)),
+                training=d.get("training", {}),
+                export=d.get("export", {}),
+                schema_version=version,
+                tool_version=d.get("tool_version", "unknown"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{source}: not dualkd-edge metadata (missing or bad field: {exc})") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "metadata") -> "ArtifactMetadata":
+        try:
+            return cls.from_dict(json.loads(text), source)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{source}: metadata is not valid JSON ({exc})") from None

@@ -1,0 +1,52 @@
+"""Noisy-OR calibration: statistics of local and semantic scores on held-out normal images."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dualkd_edge.metadata import BranchCalibration, Calibration
+from dualkd_edge.model.dual_student import DualStudentModel, NoisyOrScoring
+from dualkd_edge.preprocess import normalize_nhwc_bgr
+from dualkd_edge.scoring import robust_sigma
+
+
+@torch.no_grad()
+def raw_scores(model: DualStudentModel, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Uncalibrated (local, semantic) scores for uint8 BGR images already at model size."""
+    device = model.semantic_centre.device
+    scoring = NoisyOrScoring(model.preset).to(device)
+    was_training = model.training
+    model.eval()
+    local, semantic = [], []
+    p = model.preset
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(normalize_nhwc_bgr(images[i:i + batch_size], p.mean, p.std)).to(device)
+        out = scoring(model(x))
+        local.append(out["local_score"].float().cpu().numpy())
+        semantic.append(out["semantic_score"].float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(local), np.concatenate(semantic)
+
+
+def calibrate(model: DualStudentModel, images: np.ndarray, beta: float = 3.0) -> Calibration:
+    local, semantic = raw_scores(model, images)
+    return Calibration(
+        local=BranchCalibration(mu=float(local.mean()), sigma=robust_sigma(local)),
+        semantic=BranchCalibration(mu=float(semantic.mean()), sigma=robust_sigma(semantic)),
+        beta=beta,
+        n_images=int(len(images)),
+    )
+
+
+@torch.no_grad()
+def teacher_class_token_mean(model: DualStudentModel, images: np.ndarray, batch_size: int = 32,
+                             max_images: int = 512) -> torch.Tensor:
+    """The centre subtracted from the teacher's class token (kept with the weights)."""
+    device = model.semantic_centre.device
+    p = model.preset
+    tokens = []
+    for i in range(0, min(len(images), max_images), batch_size):
+        x = torch.from_numpy(normalize_nhwc_bgr(images[i:i + batch_size], p.mean, p.std)).to(device)
+        tokens.append(model.teacher(x)[2].float())
+    return torch.cat(tokens).mean(0)

@@ -1,0 +1,58 @@
+"""Shared fixtures: a generated MVTec-layout dataset and a briefly trained tiny model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+torch_available = True
+try:  # the runtime tests must also run where torch is absent
+    import torch  # noqa: F401
+except ImportError:
+    torch_available = False
+
+needs_torch = pytest.mark.skipif(not torch_available, reason="needs PyTorch (pip install '.[train]')")
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    from dualkd_edge.data.synth import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("data") / "parts", n_train=40, n_test_good=6,
+                            n_test_defect=3, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, small_dataset) -> Path:
+    """A tiny model trained for a few steps: enough to exercise every path, not to be accurate."""
+    from dualkd_edge.train.loop import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "run"
+    train(TrainConfig(data=[small_dataset], out=out, preset="tiny", weights="none", steps=12,
+                      batch_size=8, seed=0, progress=False))
+    return out
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real `dualkd-edge` entry point in a subprocess."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "dualkd_edge.cli", *map(str, args)], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, input=input)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    err_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(err_lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in err_lines[0], err_lines[0]

@@ -98,8 +98,57 @@ def eval_(
         save_overlays, worst, normal_classes, batch_size, device)
 
 
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="training run directory"),
+    out: Path = typer.Option(..., "--out", help="ONNX file to write"),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="input size (must be the trained size)"),
+    batch: str = typer.Option("1", "--batch", help="static batch N, or 'dynamic'"),
+    input_dtype: str = typer.Option("float", "--input", help="float: NCHW normalised RGB | uint8: NHWC BGR camera frames, scaled inside the graph"),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset 17..20"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 (mixed: norms, softmax and scoring stay FP32)"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="skip the ONNX Runtime vs PyTorch parity check"),
+) -> None:
+    """Export teacher + both students + Noisy-OR scoring as ONE ONNX graph, verified against PyTorch."""
+    from dualkd_edge.commands.export_cmd import run_export
+    from dualkd_edge.export.onnx_export import ExportOptions
+
+    run_export(run_dir, out, ExportOptions(img_size, batch, input_dtype, opset, precision, not no_verify))
+
+
+@app.command()
+def quantize(
+    model: Path = typer.Argument(..., help="FP32 ONNX file from `dualkd-edge export`"),
+    calib: Path = typer.Option(Path("calib_data"), "--calib", help="folder of normal calibration images"),
+    out: Path = typer.Option(..., "--out", help="INT8 (Q/DQ) ONNX file to write"),
+    method: str = typer.Option("minmax", "--method", help="minmax | entropy | percentile"),
+    samples: int = typer.Option(256, "--samples", help="calibration images to use"),
+    val: Optional[Path] = typer.Option(None, "--val", help="labelled test data (MVTec layout) for the accuracy gate"),
+    max_drop: float = typer.Option(0.5, "--max-drop", help="largest allowed AUROC drop in points (image and pixel)"),
+) -> None:
+    """Static INT8 quantization (Q/DQ, per-channel) with an accuracy gate against the FP32 model."""
+    from dualkd_edge.commands.export_cmd import run_quantize
+
+    raise typer.Exit(run_quantize(model, calib, out, method, samples, val, max_drop))
+
+
+@app.command(name="calib-sample")
+def calib_sample(
+    data: List[Path] = typer.Argument(..., help="dataset root(s): normal training images are sampled"),
+    n: int = typer.Option(256, "--n", help="how many images to copy"),
+    out: Path = typer.Option(Path("calib_data"), "--out", help="folder to copy them into"),
+) -> None:
+    """Copy a spread sample (every category, the whole brightness range) of normal images for INT8 calibration."""
+    from dualkd_edge.calibration_images import sample_calibration_set
+
+    files = sample_calibration_set(list(data), n, out)
+    print(f"copied {len(files)} calibration images to {out}")
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    # Our messages at INFO; third-party libraries (quantization tools, timm) only from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("dualkd_edge").setLevel(logging.INFO)
     try:
         app()
     except UserError as exc:

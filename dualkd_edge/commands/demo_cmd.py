@@ -35,14 +35,14 @@ def run(out: Path, max_time: float, steps: int, seed: int) -> dict:
 
     t_start = time.perf_counter()
     prepare_out(out)
-    print(f"[1/3] generating a two-part-kind production-line dataset in {out / 'data'}")
+    print(f"[1/5] generating a two-part-kind production-line dataset in {out / 'data'}")
     data = generate_dataset(out / "data", seed=seed)
-    print(f"[2/3] training the 'tiny' preset for at most {max_time:.0f} s ({NOT_PRETRAINED_LABEL})")
+    print(f"[2/5] training the 'tiny' preset for at most {max_time:.0f} s ({NOT_PRETRAINED_LABEL})")
     result = train(TrainConfig(data=[data], out=out / "run", preset="tiny", weights="none", steps=steps,
                                max_time=max_time, seed=seed, checkpoint_every=10**9))
     print(f"      {result.steps} steps in {result.seconds:.0f} s; final losses "
           + ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items()))
-    print("[3/3] evaluating on the test split (good parts, scratches, spots, missing pieces, wrong part kind)")
+    print("[3/5] evaluating on the test split (good parts, scratches, spots, missing pieces, wrong part kind)")
     with Detector.load(out / "run", device="cpu") as det:
         report = evaluate(det, discover_all([data]))
     rows = [[cat, r["n_images"], r["image_auroc"], r["local_auroc"], r["semantic_auroc"], r["pixel_auroc"],
@@ -52,8 +52,41 @@ def run(out: Path, max_time: float, steps: int, seed: int) -> dict:
                  mean["pixel_auroc"], mean["pixel_aupro"]])
     print(text_table(["category", "n", "image AUROC (Noisy-OR)", "local", "semantic", "pixel AUROC",
                       "AUPRO"], rows))
+    deploy = export_and_quantize(out, data)
     wall = time.perf_counter() - t_start
-    print(f"\nrandom-teacher pipeline figures, not the paper's (pretrained DINOv2 weights are needed for those)")
+    print("\nrandom-teacher pipeline figures, not the paper's (pretrained DINOv2 weights are needed for those)")
     print(f"done in {wall:.0f} s. Written to {out}:")
-    print(f"  data/  generated dataset (MVTec-AD layout)\n  run/   trained model (model.safetensors, run.json)")
-    return {"report": report, "wall_seconds": wall, "train": result}
+    print("  data/        generated dataset (MVTec-AD layout)\n  run/         trained model (model.safetensors, run.json)")
+    print("  model.onnx   fused FP32 graph     model.int8.onnx   INT8 Q/DQ graph     calib_data/  calibration images")
+    return {"report": report, "wall_seconds": wall, "train": result, **deploy}
+
+
+def export_and_quantize(out: Path, data: Path) -> dict:
+    """Export, calibrate, quantize, and compare PyTorch / ONNX Runtime FP32 / INT8 side by side."""
+    from dualkd_edge.bench.timing import time_backend
+    from dualkd_edge.calibration_images import sample_calibration_set
+    from dualkd_edge.detector import open_backend
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.export.quantize import accuracy_gate, quantize_int8
+
+    print("[4/5] exporting one fused ONNX graph, sampling calibration images, quantizing to INT8")
+    exported = export_onnx(out / "run", out / "model.onnx", ExportOptions())
+    worst = max(d.max_abs for d in exported.differences)
+    print(f"      ONNX Runtime vs PyTorch: largest difference {worst:.1e} (all within tolerance)")
+    sample_calibration_set([data], 64, out / "calib_data")
+    quantize_int8(exported.path, out / "calib_data", out / "model.int8.onnx", "minmax", 64)
+    gate, passed = accuracy_gate(exported.path, out / "model.int8.onnx", data, max_drop=1.0)
+    print("[5/5] FP32 vs INT8 accuracy, and latency at batch 1 measured side by side on this machine")
+    rows = []
+    for label, path in (("PyTorch eager", out / "run"), ("ONNX Runtime FP32", exported.path),
+                        ("ONNX Runtime INT8", out / "model.int8.onnx")):
+        with open_backend(path, device="cpu") as backend:
+            stats, _ = time_backend(backend, batch=1, warmup=5, iters=40)
+        acc = gate["int8"] if "INT8" in label else gate["fp32"]
+        rows.append([label, acc["image_auroc"], acc["pixel_auroc"], stats.p50_ms, stats.p99_ms, stats.throughput])
+    base = rows[0][3]
+    for r in rows:
+        r.append(f"{base / r[3]:.2f}x")
+    print(text_table(["model", "image AUROC", "pixel AUROC", "p50 ms", "p99 ms", "img/s", "speed-up"], rows))
+    print(f"      INT8 accuracy gate (max drop 1 point): {'PASSED' if passed else 'FAILED'}")
+    return {"gate": gate, "latency_rows": rows}

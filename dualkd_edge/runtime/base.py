@@ -29,7 +29,28 @@ class Backend(ABC):
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on a prepared batch."""
 
+    def expected_shape(self, batch_size: int) -> tuple[int, ...]:
+        spec = self.meta.input
+        if spec.dtype == "uint8":
+            return (batch_size, spec.height, spec.width, 3)
+        return (batch_size, 3, spec.height, spec.width)
+
+    def check_batch(self, batch: np.ndarray) -> None:
+        """A wrong size or type would otherwise surface as a cryptic runtime error deep inside."""
+        want_dtype = np.uint8 if self.meta.input.dtype == "uint8" else np.float32
+        expected = self.expected_shape(batch.shape[0] if batch.ndim else 0)
+        if batch.dtype != want_dtype or batch.shape != expected:
+            from dualkd_edge.errors import UserError
+
+            raise UserError(f"input batch {batch.dtype} {tuple(batch.shape)} does not fit the model: "
+                            f"expected {np.dtype(want_dtype).name} {expected} (use Detector.predict to resize)")
+        if self.max_batch and batch.shape[0] > self.max_batch:
+            from dualkd_edge.errors import UserError
+
+            raise UserError(f"batch of {batch.shape[0]} exceeds the model's batch size {self.max_batch}")
+
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.check_batch(batch)
         # Backends that can split host-to-device / compute / device-to-host add those keys in _run.
         self.last_timings = {}
         t0 = time.perf_counter()
@@ -41,11 +62,8 @@ class Backend(ABC):
         return self.name
 
     def warmup(self, iterations: int = 3, batch_size: int = 1) -> None:
-        spec = self.meta.input
-        if spec.dtype == "uint8":
-            x = np.zeros((batch_size, spec.height, spec.width, 3), np.uint8)
-        else:
-            x = np.zeros((batch_size, 3, spec.height, spec.width), np.float32)
+        dtype = np.uint8 if self.meta.input.dtype == "uint8" else np.float32
+        x = np.zeros(self.expected_shape(batch_size), dtype)
         for _ in range(iterations):
             self.infer(x)
 

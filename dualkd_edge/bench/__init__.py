@@ -1,0 +1,1 @@
+"""Latency benchmarks: timing statistics, machine description, reports (torch-free)."""

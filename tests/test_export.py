@@ -1,0 +1,208 @@
+"""One fused ONNX graph: parity with PyTorch, input modes, both students inside, INT8 and FP16."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import assert_one_line_error, needs_torch, run_cli
+
+pytestmark = needs_torch
+
+
+def _parts(n: int = 4):
+    from dualkd_edge.data.synth import render_part
+
+    return [render_part("washer" if i % 2 else "bracket", 700 + i, defect="spot" if i == 3 else None)[0]
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def exports(trained_run, tmp_path_factory):
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+
+    out = tmp_path_factory.mktemp("onnx")
+    paths = {}
+    for dtype in ("float", "uint8"):
+        for batch in ("1", "dynamic"):
+            result = export_onnx(trained_run, out / f"m_{dtype}_{batch}.onnx", ExportOptions(batch=batch, input_dtype=dtype))
+            assert result.verified and all(d.ok for d in result.differences)
+            paths[(dtype, batch)] = result.path
+    return paths
+
+
+@pytest.mark.parametrize("dtype", ["float", "uint8"])
+@pytest.mark.parametrize("batch", ["1", "dynamic"])
+def test_onnx_matches_pytorch_in_every_input_mode(trained_run, exports, dtype, batch):
+    from dualkd_edge import Detector
+
+    images = _parts(4)
+    ref = Detector.load(trained_run, device="cpu").predict(images)
+    det = Detector.load(exports[(dtype, batch)])
+    if batch == "dynamic":  # one call with batch 4
+        raw = det.backend.infer(__import__("dualkd_edge.preprocess", fromlist=["x"]).prepare_batch(images, det.meta.input))
+        assert raw["score"].shape == (4,) and raw["anomaly_map"].shape == (4, 1, 112, 112)
+    got = det.predict(images)
+    for r, g in zip(ref, got):
+        assert abs(r.score - g.score) < 2e-3
+        assert abs(r.local_score - g.local_score) < 1e-4
+        assert abs(r.semantic_score - g.semantic_score) < 1e-4
+        assert np.abs(r.anomaly_map - g.anomaly_map).max() < 1e-4
+        assert r.is_anomaly == g.is_anomaly or abs(r.score - det.threshold) < 2e-3
+
+
+def test_uint8_path_equals_float_path(exports):
+    from dualkd_edge import Detector
+
+    images = _parts(3)
+    a = Detector.load(exports[("float", "1")]).infer_raw(images)
+    b = Detector.load(exports[("uint8", "dynamic")]).infer_raw(images)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-5)
+    graph = onnx.load(str(exports[("uint8", "dynamic")]), load_external_data=False).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+def test_graph_outputs_and_metadata_round_trip(trained_run, exports):
+    from dualkd_edge.model_files import read_metadata, update_threshold
+
+    path = exports[("float", "1")]
+    model = onnx.load(str(path))
+    assert [o.name for o in model.graph.output] == ["score", "local_score", "semantic_score", "anomaly_map"]
+    assert {n.op_type for n in model.graph.node} >= {"LayerNormalization", "TopK", "Sigmoid"}
+    assert max(n.op_type == "TopK" and True for n in model.graph.node)
+    run_meta, onnx_meta = read_metadata(trained_run), read_metadata(path)
+    assert onnx_meta.calibration == run_meta.calibration
+    assert onnx_meta.threshold == run_meta.threshold
+    assert onnx_meta.preset == run_meta.preset
+    assert onnx_meta.teacher_weights.label.startswith("NOT PRETRAINED")
+    assert onnx_meta.export["opset"] == 17 and onnx_meta.input.batch == 1
+    copy = path.with_name("threshold.onnx")
+    shutil.copyfile(path, copy)
+    assert update_threshold(copy, 0.7) == run_meta.threshold
+    assert read_metadata(copy).threshold == 0.7
+
+
+def _broken_run(trained_run, tmp_path, prefix: str):
+    """A copy of the run whose student `prefix` has its output layer zeroed."""
+    from safetensors.torch import load_file, save_file
+
+    dst = tmp_path / prefix
+    shutil.copytree(trained_run, dst)
+    w = load_file(str(dst / "model.safetensors"))
+    for k in w:
+        if k.startswith(prefix):
+            w[k] = w[k] * 0.0 + (0.37 if k.endswith("bias") else 0.0)
+    save_file(w, str(dst / "model.safetensors"))
+    return dst
+
+
+@pytest.mark.parametrize("student,changed,unchanged", [("ed_student.blocks", "local_score", "semantic_score"),
+                                                         ("ee_student.head", "semantic_score", "local_score")])
+def test_graph_holds_both_students(trained_run, exports, tmp_path, student, changed, unchanged):
+    from dualkd_edge import Detector
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+
+    broken = export_onnx(_broken_run(trained_run, tmp_path, student), tmp_path / "broken.onnx", ExportOptions()).path
+    images = _parts(3)
+    a = Detector.load(exports[("float", "1")]).infer_raw(images)
+    b = Detector.load(broken).infer_raw(images)
+    assert np.abs(a[changed] - b[changed]).max() > 1e-3
+    np.testing.assert_allclose(a[unchanged], b[unchanged], atol=1e-5)
+
+
+def test_int8_runs_keeps_norms_in_float_and_passes_gate(trained_run, exports, small_dataset, tmp_path):
+    from dualkd_edge import Detector
+    from dualkd_edge.calibration_images import sample_calibration_set
+    from dualkd_edge.export.quantize import accuracy_gate, quantize_int8
+
+    calib = tmp_path / "calib"
+    assert len(sample_calibration_set([small_dataset], 24, calib)) >= 20
+    fp32 = exports[("float", "dynamic")]
+    result = quantize_int8(fp32, calib, tmp_path / "m.int8.onnx", "minmax", 24)
+    model = onnx.load(str(result.path))
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert all(producers.get(i) != "DequantizeLinear" for i in node.input), node.name
+        if node.op_type == "MatMul" and "/scoring/" not in node.name:
+            assert any(producers.get(i) == "DequantizeLinear" for i in node.input), node.name
+        if node.name.startswith("/scoring/"):
+            assert node.op_type not in ("QuantizeLinear", "DequantizeLinear")
+    assert result.quantized_nodes > 50
+    preds = Detector.load(result.path).predict(_parts(2))
+    assert all(0 <= p.score <= 1 for p in preds)
+    gate, passed = accuracy_gate(fp32, result.path, small_dataset, max_drop=10.0)
+    assert passed, gate
+    assert set(gate["drop_points"]) == {"image_auroc", "pixel_auroc"}
+
+
+def test_gate_fails_for_a_broken_candidate(trained_run, exports, small_dataset, tmp_path):
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.export.quantize import accuracy_gate
+
+    broken = export_onnx(_broken_run(trained_run, tmp_path, "ed_student.blocks"), tmp_path / "b.onnx", ExportOptions()).path
+    gate, passed = accuracy_gate(exports[("float", "1")], broken, small_dataset, max_drop=0.0)
+    fp32_auc = gate["fp32"]["pixel_auroc"]
+    assert gate["int8"]["pixel_auroc"] != fp32_auc
+    assert passed == all(d <= 0.0 for d in gate["drop_points"].values())
+
+
+def test_fp16_export_keeps_io_float32_and_norms_fp32(trained_run, tmp_path):
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+
+    result = export_onnx(trained_run, tmp_path / "m.fp16.onnx", ExportOptions(precision="fp16"))
+    model = onnx.load(str(result.path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in model.graph.output)
+    fp16_inits = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(fp16_inits) > 20
+    if result.verified:
+        assert all(d.ok for d in result.differences)
+
+
+def test_cli_export_quantize_and_errors(trained_run, small_dataset, tmp_path):
+    out = tmp_path / "cli.onnx"
+    proc = run_cli("export", trained_run, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "max abs" in proc.stdout and out.is_file()
+    calib = tmp_path / "calib"
+    assert run_cli("calib-sample", small_dataset, "--n", "16", "--out", calib).returncode == 0
+    proc = run_cli("quantize", out, "--calib", calib, "--out", tmp_path / "q.onnx", "--samples", "16")
+    assert proc.returncode == 0, proc.stderr
+    assert "score_spearman" in proc.stdout
+    assert_one_line_error(run_cli("export", trained_run, "--out", tmp_path / "x.onnx", "--img-size", "224"), "--img-size")
+    assert_one_line_error(run_cli("export", trained_run, "--out", tmp_path / "x.onnx", "--opset", "13"), "--opset")
+    assert_one_line_error(run_cli("quantize", out, "--calib", tmp_path / "nope", "--out", tmp_path / "q2.onnx"), "--calib")
+
+
+def test_truncated_and_foreign_onnx_are_clear_errors(exports, small_dataset, tmp_path):
+    from onnx import TensorProto, helper
+
+    from dualkd_edge import Detector
+    from dualkd_edge.errors import UserError
+
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(exports[("float", "1")].read_bytes()[:5000])
+    with pytest.raises(UserError, match="truncated.onnx"):
+        Detector.load(truncated)
+    assert_one_line_error(run_cli("eval", truncated, small_dataset), "truncated.onnx")
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])), str(foreign))
+    with pytest.raises(UserError, match="without dualkd-edge metadata"):
+        Detector.load(foreign)
+
+
+def test_wrong_input_size_is_a_clear_error(exports):
+    from dualkd_edge import Detector
+    from dualkd_edge.errors import UserError
+
+    det = Detector.load(exports[("float", "dynamic")])
+    with pytest.raises(UserError, match=r"expected float32 \(2, 3, 112, 112\)"):
+        det.backend.infer(np.zeros((2, 3, 224, 224), np.float32))

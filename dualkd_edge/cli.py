@@ -145,6 +145,26 @@ def calib_sample(
     print(f"copied {len(files)} calibration images to {out}")
 
 
+@app.command()
+def build(
+    model: Path = typer.Argument(..., help="ONNX file from `dualkd-edge export` or `quantize`"),
+    out: Path = typer.Option(..., "--out", help="engine file to write (.engine / .plan); a .json sidecar goes beside it"),
+    precision: str = typer.Option("fp16", "--precision", help="fp32 | fp16 | int8 | best"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration images for INT8 (when the model has no Q/DQ)"),
+    batch: Optional[str] = typer.Option(None, "--batch", help="MIN:OPT:MAX batch profile for dynamic-batch models"),
+    workspace: float = typer.Option(4.0, "--workspace", help="builder workspace limit in GiB"),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="timing cache file, read and updated"),
+    dla: Optional[int] = typer.Option(None, "--dla", help="DLA core (Jetson Orin/Xavier), with GPU fallback"),
+    opt_level: int = typer.Option(3, "--opt-level", help="builder optimization level 0..5"),
+    print_trtexec: bool = typer.Option(False, "--print-trtexec", help="print the equivalent trtexec command"),
+) -> None:
+    """Build a TensorRT engine (strongly typed on TensorRT >= 10.12, builder flags before)."""
+    from dualkd_edge.commands.build_cmd import run_build
+    from dualkd_edge.export.tensorrt_build import BuildOptions
+
+    run_build(model, out, BuildOptions(precision, calib, batch, workspace, timing_cache, dla, opt_level), print_trtexec)
+
+
 def main() -> None:
     # Our messages at INFO; third-party libraries (quantization tools, timm) only from WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)

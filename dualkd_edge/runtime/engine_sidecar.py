@@ -1,0 +1,51 @@
+"""The JSON sidecar beside every TensorRT engine, and the check that an engine fits this machine.
+
+Engines are tied to the TensorRT version and the GPU they were built on; loading one elsewhere
+must fail with a clear instruction to rebuild, not with a deserialisation crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dualkd_edge.errors import UserError
+from dualkd_edge.fileio import write_json_atomic
+from dualkd_edge.model_files import engine_sidecar
+
+SIDECAR_SCHEMA = 1
+
+
+def write_sidecar(engine: Path, *, tensorrt_version: str, gpu: dict, precision: str, path_taken: str,
+                  build_options: dict, metadata: dict) -> Path:
+    side = engine_sidecar(engine)
+    write_json_atomic(side, {"schema_version": SIDECAR_SCHEMA, "tensorrt_version": tensorrt_version,
+                             "gpu": gpu, "precision": precision, "path_taken": path_taken,
+                             "build_options": build_options, "metadata": metadata})
+    return side
+
+
+def read_sidecar(engine: Path) -> dict:
+    side = engine_sidecar(engine)
+    if not side.is_file():
+        raise UserError(f"{engine}: sidecar {side.name} is missing; rebuild the engine with `dualkd-edge build`")
+    try:
+        data = json.loads(side.read_text())
+        data["tensorrt_version"], data["gpu"], data["metadata"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{side}: not a dualkd-edge engine sidecar ({exc})") from None
+    return data
+
+
+def check_compatible(engine: Path, sidecar: dict, tensorrt_version: str, gpu: dict) -> None:
+    """Same TensorRT major.minor.patch and the same GPU model and compute capability."""
+    built_trt = sidecar["tensorrt_version"]
+    built_gpu = sidecar["gpu"]
+    problems = []
+    if built_trt.split(".")[:3] != tensorrt_version.split(".")[:3]:
+        problems.append(f"TensorRT {built_trt} (here {tensorrt_version})")
+    if built_gpu.get("compute_capability") != gpu.get("compute_capability") or built_gpu.get("name") != gpu.get("name"):
+        problems.append(f"GPU {built_gpu.get('name')} sm_{built_gpu.get('compute_capability', '?').replace('.', '')} "
+                        f"(here {gpu.get('name')} sm_{gpu.get('compute_capability', '?').replace('.', '')})")
+    if problems:
+        raise UserError(f"{engine}: built for {' and '.join(problems)}; engines are not portable: rebuild it on "
+                        f"this machine with `dualkd-edge build <model.onnx> --out {engine.name}`")

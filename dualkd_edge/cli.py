@@ -165,6 +165,33 @@ def build(
     run_build(model, out, BuildOptions(precision, calib, batch, workspace, timing_cache, dla, opt_level), print_trtexec)
 
 
+@app.command()
+def infer(
+    model: Path = typer.Argument(..., help="run directory, .onnx file or TensorRT engine"),
+    source: str = typer.Argument(..., help="image, folder, glob, video file, webcam index, rtsp:// or http(s):// URL, GStreamer pipeline, or a .txt list of sources"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for overlays, videos and summary.json"),
+    jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="one JSON line per frame, flushed as it goes"),
+    save_video: bool = typer.Option(False, "--save-video", help="write overlay videos (one per source) to --out/video"),
+    save_images: str = typer.Option("none", "--save-images", help="anomalies | all | none (to --out/images)"),
+    show: bool = typer.Option(False, "--show", help="show overlays in a window (needs an OpenCV GUI build)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="decision threshold (default: the model's)"),
+    batch: int = typer.Option(1, "--batch", help="frames per inference batch (across frames and streams)"),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
+    fps_limit: Optional[float] = typer.Option(None, "--fps-limit", help="process at most this many frames per second"),
+    retries: int = typer.Option(5, "--retries", help="reconnection attempts for a lost live stream"),
+    providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
+    device: str = Device,
+) -> None:
+    """Run the model on cameras, streams, videos or folders: JSONL, overlays, per-stage latency."""
+    from dualkd_edge.commands.infer_cmd import run_infer
+    from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.stream.pipeline import StreamOptions
+
+    opts = StreamOptions(out, jsonl, save_video, save_images, show, threshold, batch, max_frames, fps_limit,
+                         RetryPolicy(max_retries=retries))
+    raise typer.Exit(run_infer(model, source, opts, providers, device))
+
+
 def main() -> None:
     # Our messages at INFO; third-party libraries (quantization tools, timm) only from WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)

@@ -1,0 +1,1 @@
+"""Stream inference: sources -> capture threads -> preprocess -> backend -> postprocess -> sinks (torch-free)."""

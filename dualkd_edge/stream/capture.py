@@ -1,0 +1,207 @@
+"""Capture threads: one per source, each filling its own bounded queue.
+
+Live sources (cameras, network streams) keep only the newest frame and count the ones they drop;
+files and folders hand over every frame in order (the reader waits for the pipeline)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dualkd_edge.fileio import read_image
+from dualkd_edge.stream.sources import SourceSpec, image_files_only
+
+log = logging.getLogger("dualkd_edge")
+
+
+@dataclass
+class Frame:
+    source: int
+    source_name: str
+    index: int
+    timestamp: float  # wall-clock time of capture (seconds since the epoch)
+    t_start: float  # perf_counter() when decoding began
+    decode_ms: float
+    image: np.ndarray
+
+
+@dataclass
+class SourceStats:
+    name: str
+    live: bool
+    frames: int = 0
+    dropped: int = 0
+    corrupted: int = 0
+    skipped_files: int = 0
+    reconnects: int = 0
+    opened: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+    open_timeout_ms: int = 5000
+    read_timeout_ms: int = 5000
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.first_delay * 2 ** (attempt - 1))
+
+
+def open_capture(spec: SourceSpec, policy: RetryPolicy):
+    import cv2
+
+    if spec.kind == "camera":
+        cap = cv2.VideoCapture(int(spec.target))
+    elif spec.kind == "gstreamer":
+        cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
+    else:
+        if spec.target.lower().startswith(("rtsp://", "rtsps://")) and "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ:
+            # RTP over the RTSP TCP connection: no lost UDP packets (smeared frames) on busy factory
+            # networks, and it passes firewalls. Set OPENCV_FFMPEG_CAPTURE_OPTIONS to override.
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp"
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, policy.open_timeout_ms,
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, policy.read_timeout_ms]
+        cap = cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        return None
+    return cap
+
+
+class CaptureWorker(threading.Thread):
+    def __init__(self, index: int, spec: SourceSpec, stop: threading.Event, policy: RetryPolicy,
+                 queue_size: int = 2) -> None:
+        super().__init__(name=f"capture-{index}", daemon=True)
+        self.index = index
+        self.spec = spec
+        self.stop_event = stop
+        self.policy = policy
+        self.stats = SourceStats(spec.name, spec.live)
+        self.queue: queue.Queue[Frame] = queue.Queue(maxsize=1 if spec.live else queue_size)
+        self.finished = threading.Event()
+        self.fps: float | None = None
+
+    # -- delivery -------------------------------------------------------------------------------
+    def _deliver(self, frame: Frame) -> None:
+        if self.spec.live:
+            while True:
+                try:
+                    self.queue.put_nowait(frame)
+                    return
+                except queue.Full:
+                    try:
+                        self.queue.get_nowait()
+                        self.stats.dropped += 1  # the pipeline is slower than the stream
+                    except queue.Empty:
+                        pass
+        while not self.stop_event.is_set():
+            try:
+                self.queue.put(frame, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _frame(self, n: int, t0: float, image: np.ndarray) -> Frame:
+        return Frame(self.index, self.spec.name, n, time.time(), t0, (time.perf_counter() - t0) * 1e3, image)
+
+    # -- sources --------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            if self.spec.kind in ("image", "images"):
+                self._run_files()
+            else:
+                self._run_capture()
+        except Exception as exc:  # noqa: BLE001 - a broken source must not take the pipeline down
+            self.stats.errors.append(f"{self.spec.name}: {type(exc).__name__}: {exc}")
+            log.error("%s: %s", self.spec.name, exc)
+        finally:
+            self.finished.set()
+
+    def _run_files(self) -> None:
+        images, others = image_files_only(self.spec.files)
+        for other in others:
+            log.warning("%s: skipping %s (not an image)", self.spec.name, other.name)
+            self.stats.skipped_files += 1
+        self.stats.opened = True
+        n = 0
+        for path in images:
+            if self.stop_event.is_set():
+                return
+            t0 = time.perf_counter()
+            img = read_image(path)
+            if img is None:
+                log.warning("%s: skipping unreadable image %s", self.spec.name, path.name)
+                self.stats.skipped_files += 1
+                continue
+            frame = self._frame(n, t0, img)
+            frame.source_name = str(path)
+            self._deliver(frame)
+            self.stats.frames += 1
+            n += 1
+
+    def _open_with_retries(self, reconnect: bool):
+        attempt = 0
+        while not self.stop_event.is_set():
+            cap = open_capture(self.spec, self.policy)
+            if cap is not None:
+                return cap
+            if not self.spec.reconnects:
+                return None
+            attempt += 1
+            if attempt > self.policy.max_retries:
+                return None
+            delay = self.policy.delay(attempt)
+            log.warning("%s: %s failed; retry %d/%d in %.1f s", self.spec.name,
+                        "reconnect" if reconnect else "open", attempt, self.policy.max_retries, delay)
+            self.stop_event.wait(delay)
+        return None
+
+    def _run_capture(self) -> None:
+        import cv2
+
+        cap = self._open_with_retries(reconnect=False)
+        if cap is None:
+            if not self.stop_event.is_set():
+                self.stats.errors.append(f"{self.spec.name}: could not be opened")
+            return
+        self.stats.opened = True
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 0 < fps < 1000 else None
+        n = 0
+        try:
+            while not self.stop_event.is_set():
+                t0 = time.perf_counter()
+                ok = cap.grab()
+                if not ok:
+                    if not self.spec.reconnects:
+                        return  # end of file
+                    cap.release()
+                    log.warning("%s: stream lost; reconnecting", self.spec.name)
+                    cap = self._open_with_retries(reconnect=True)
+                    if cap is None:
+                        if not self.stop_event.is_set():
+                            self.stats.errors.append(f"{self.spec.name}: lost and not reconnected after "
+                                                     f"{self.policy.max_retries} retries")
+                        return
+                    self.stats.reconnects += 1
+                    log.info("%s: reconnected", self.spec.name)
+                    continue
+                ok, img = cap.retrieve()
+                if not ok or img is None or img.size == 0:
+                    self.stats.corrupted += 1
+                    continue
+                self._deliver(self._frame(n, t0, img))
+                self.stats.frames += 1
+                n += 1
+        finally:
+            if cap is not None:
+                cap.release()

@@ -1,0 +1,189 @@
+"""`dualkd-edge infer` on real streams served on 127.0.0.1, video files and folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from stream_servers import MjpegServer, RtspServer, write_video
+
+
+@pytest.fixture(scope="module")
+def model(trained_run, tmp_path_factory):
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+
+    return export_onnx(trained_run, tmp_path_factory.mktemp("stream") / "m.onnx", ExportOptions(batch="dynamic")).path
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_video_file_every_frame_in_order(model, tmp_path):
+    video = write_video(tmp_path / "parts.mp4", n=45)
+    out = tmp_path / "out"
+    proc = run_cli("infer", model, video, "--out", out, "--jsonl", out / "frames.jsonl", "--save-video",
+                   "--save-images", "all", "--batch", "4")
+    assert proc.returncode == 0, proc.stderr
+    lines = _lines(out / "frames.jsonl")
+    assert [r["frame"] for r in lines] == list(range(45))
+    for r in lines:
+        assert 0 <= r["score"] <= 1 and r["is_anomaly"] == (r["score"] >= r["threshold"])
+        assert set(r["latency_ms"]) == {"decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "e2e_ms"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 45 and summary["dropped"] == 0 and summary["errors"] == []
+    assert summary["latency_ms"]["e2e_ms"]["p50"] > 0
+    cap = cv2.VideoCapture(str(out / "video" / "00_parts.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 45
+    ok, frame = cap.read()
+    assert ok and frame.shape == (128, 128, 3)
+    assert len(list((out / "images").glob("*.jpg"))) == 45
+    assert not list((out / "video").glob(".*partial*"))
+
+
+def test_folder_with_corrupted_file_and_non_image(model, tmp_path):
+    from dualkd_edge.data.synth import render_part
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i}.png"), render_part("washer", i)[0])
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (folder / "readme.txt").write_text("not an image")
+    proc = run_cli("infer", model, folder, "--jsonl", tmp_path / "f.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert len(_lines(tmp_path / "f.jsonl")) == 5
+    assert "corrupt.png" in proc.stderr and "readme.txt" in proc.stderr
+    assert "skipped files 2" in proc.stdout
+
+
+def test_glob_and_source_list_run_concurrently(model, tmp_path):
+    from dualkd_edge.data.synth import render_part
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"a{i}.png"), render_part("bracket", i)[0])
+    video = write_video(tmp_path / "v.mp4", n=10)
+    listing = tmp_path / "sources.txt"
+    listing.write_text(f"# two streams\n{tmp_path / 'a*.png'}\n{video}\n")
+    proc = run_cli("infer", model, listing, "--jsonl", tmp_path / "l.jsonl", "--batch", "2")
+    assert proc.returncode == 0, proc.stderr
+    lines = _lines(tmp_path / "l.jsonl")
+    assert sorted({r["source_index"] for r in lines}) == [0, 1]
+    assert sum(r["source_index"] == 0 for r in lines) == 3 and sum(r["source_index"] == 1 for r in lines) == 10
+
+
+def test_http_mjpeg_live_source_counts_drops(model, tmp_path):
+    server = MjpegServer(fps=30, max_seconds=30).start()
+    try:
+        proc = run_cli("infer", model, server.url, "--jsonl", tmp_path / "h.jsonl", "--max-frames", "12",
+                       "--fps-limit", "4", "--out", tmp_path / "o")
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert len(_lines(tmp_path / "h.jsonl")) == 12
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    # at 4 frames/s against a 30 FPS camera most frames are dropped, and counted
+    assert summary["dropped"] > 30
+
+
+def test_reconnects_after_server_restart(model, tmp_path):
+    from dualkd_edge import Detector
+    from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
+    from dualkd_edge.stream.sources import parse_source
+
+    server = MjpegServer(fps=20, max_seconds=2.0).start()  # each connection ends after 2 s
+
+    def restart():
+        time.sleep(2.5)
+        server.stop()
+        time.sleep(1.0)
+        server.start()
+
+    import threading
+
+    threading.Thread(target=restart, daemon=True).start()
+    with Detector.load(model) as det:
+        runner = StreamRunner(det, parse_source(server.url), StreamOptions(
+            max_frames=70, retry=RetryPolicy(max_retries=8, first_delay=0.3, open_timeout_ms=2000, read_timeout_ms=2000)))
+        summary = runner.run()
+    server.stop()
+    assert summary.frames == 70
+    assert summary.sources[0].reconnects >= 1
+    assert summary.errors == []
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (.ci/run installs it)")
+def test_rtsp_stream_from_ffmpeg(model, tmp_path):
+    server = RtspServer(write_video(tmp_path / "src.mp4", n=60), max_seconds=40, tmp=tmp_path).start()
+    try:
+        proc = run_cli("infer", model, server.url, "--jsonl", tmp_path / "r.jsonl", "--max-frames", "20",
+                       "--out", tmp_path / "o", "--save-video")
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    lines = _lines(tmp_path / "r.jsonl")
+    assert len(lines) == 20 and all(r["source"] == server.url for r in lines)
+    assert (tmp_path / "o" / "video").is_dir()
+
+
+def test_sigint_stops_cleanly_with_summary(model, tmp_path):
+    server = MjpegServer(fps=15, max_seconds=60).start()
+    out = tmp_path / "o"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "dualkd_edge.cli", "infer", str(model), server.url, "--out", str(out),
+                             "--jsonl", str(out / "s.jsonl"), "--save-video"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        t_end = time.monotonic() + 60
+        while time.monotonic() < t_end:
+            if (out / "s.jsonl").is_file() and len((out / "s.jsonl").read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        server.stop()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "(interrupted)" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    lines = _lines(out / "s.jsonl")  # every line complete JSON
+    assert summary["frames"] == len(lines) >= 5
+    videos = list((out / "video").glob("*.mp4"))
+    assert len(videos) == 1 and not videos[0].name.startswith(".")
+    cap = cv2.VideoCapture(str(videos[0]))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(lines)
+
+
+def test_sources_that_do_not_exist_are_clear_errors(model, tmp_path):
+    assert_one_line_error(run_cli("infer", model, tmp_path / "missing.mp4"), "missing.mp4", "does not exist")
+    from stream_servers import free_port
+
+    url = f"rtsp://admin:secret@127.0.0.1:{free_port()}/cam"
+    proc = run_cli("infer", model, url, "--retries", "1")
+    assert_one_line_error(proc, "could not be opened", "***@127.0.0.1")
+    assert "secret" not in proc.stderr + proc.stdout
+    assert_one_line_error(run_cli("infer", model, tmp_path, "--batch", "0"), "--batch")
+    notes = tmp_path / "notes.doc"
+    notes.write_text("x")
+    assert_one_line_error(run_cli("infer", model, notes), "neither an image")
+
+
+def test_redaction():
+    from dualkd_edge.stream.sources import redact
+
+    assert redact("rtsp://user:pw@10.0.0.5:554/s") == "rtsp://***@10.0.0.5:554/s"
+    assert redact("http://cam.local/mjpg") == "http://cam.local/mjpg"

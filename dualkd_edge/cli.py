@@ -123,13 +123,14 @@ def quantize(
     out: Path = typer.Option(..., "--out", help="INT8 (Q/DQ) ONNX file to write"),
     method: str = typer.Option("minmax", "--method", help="minmax | entropy | percentile"),
     samples: int = typer.Option(256, "--samples", help="calibration images to use"),
+    target: str = typer.Option("tensorrt", "--target", help="tensorrt: symmetric INT8 activations (TensorRT) | cpu: UINT8 activations (ONNX Runtime CPU fast path)"),
     val: Optional[Path] = typer.Option(None, "--val", help="labelled test data (MVTec layout) for the accuracy gate"),
     max_drop: float = typer.Option(0.5, "--max-drop", help="largest allowed AUROC drop in points (image and pixel)"),
 ) -> None:
     """Static INT8 quantization (Q/DQ, per-channel) with an accuracy gate against the FP32 model."""
     from dualkd_edge.commands.export_cmd import run_quantize
 
-    raise typer.Exit(run_quantize(model, calib, out, method, samples, val, max_drop))
+    raise typer.Exit(run_quantize(model, calib, out, method, samples, val, max_drop, target))
 
 
 @app.command(name="calib-sample")
@@ -190,6 +191,28 @@ def infer(
     opts = StreamOptions(out, jsonl, save_video, save_images, show, threshold, batch, max_frames, fps_limit,
                          RetryPolicy(max_retries=retries))
     raise typer.Exit(run_infer(model, source, opts, providers, device))
+
+
+@app.command()
+def bench(
+    models: List[Path] = typer.Argument(..., help="run directories, .onnx files or engines, compared side by side"),
+    batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes, e.g. 1,4,8"),
+    warmup: int = typer.Option(10, "--warmup", help="untimed iterations first"),
+    iters: Optional[int] = typer.Option(None, "--iters", help="timed iterations (default 50)"),
+    min_time: Optional[float] = typer.Option(None, "--min-time", help="time at least this many seconds instead"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (ONNX Runtime intra-op / PyTorch)"),
+    providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
+    source: Optional[str] = typer.Option(None, "--source", help="video or stream for end-to-end timing of the infer pipeline"),
+    val: Optional[Path] = typer.Option(None, "--val", help="labelled data: adds the accuracy of each model"),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+    csv_out: Optional[Path] = typer.Option(None, "--csv"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG with latency percentiles and throughput (matplotlib)"),
+) -> None:
+    """Latency and throughput per model and batch size, machine description, end-to-end ratio."""
+    from dualkd_edge.commands.bench_cmd import run_bench
+
+    run_bench(models, batch, warmup, iters, min_time, threads, providers, source, val, json_out, csv_out, markdown, plot)
 
 
 def main() -> None:

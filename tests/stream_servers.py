@@ -152,6 +152,8 @@ class RtspServer:
                     data = conn.recv(65536)
                 except socket.timeout:
                     continue
+                except OSError:  # the client hung up (reset): end of session
+                    return
                 if not data:
                     return
                 buf += data
@@ -231,13 +233,9 @@ class RtspServer:
 
 
 def write_video(path: Path, n: int = 60, fps: float = 30.0) -> Path:
-    from dualkd_edge.data.synth import render_part
+    from dualkd_edge.data.synth import write_line_video
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (128, 128))
-    for i in range(n):
-        writer.write(render_part("washer" if i % 2 else "bracket", 3000 + i, defect="spot" if i % 10 == 5 else None)[0])
-    writer.release()
-    return path
+    return write_line_video(path, n=n, fps=fps)
 
 
 __all__ = ["MjpegServer", "RtspServer", "write_video", "free_port", "np"]

@@ -73,7 +73,6 @@ def test_graph_outputs_and_metadata_round_trip(trained_run, exports):
     model = onnx.load(str(path))
     assert [o.name for o in model.graph.output] == ["score", "local_score", "semantic_score", "anomaly_map"]
     assert {n.op_type for n in model.graph.node} >= {"LayerNormalization", "TopK", "Sigmoid"}
-    assert max(n.op_type == "TopK" and True for n in model.graph.node)
     run_meta, onnx_meta = read_metadata(trained_run), read_metadata(path)
     assert onnx_meta.calibration == run_meta.calibration
     assert onnx_meta.threshold == run_meta.threshold
@@ -149,6 +148,25 @@ def test_gate_fails_for_a_broken_candidate(trained_run, exports, small_dataset, 
     fp32_auc = gate["fp32"]["pixel_auroc"]
     assert gate["int8"]["pixel_auroc"] != fp32_auc
     assert passed == all(d <= 0.0 for d in gate["drop_points"].values())
+
+
+def test_cpu_target_uses_uint8_activations_and_tensorrt_refuses_it(exports, small_dataset, tmp_path):
+    from dualkd_edge.calibration_images import sample_calibration_set
+    from dualkd_edge.errors import UserError
+    from dualkd_edge.export.quantize import quantize_int8
+    from dualkd_edge.export.tensorrt_build import BuildOptions, prepare_onnx_for_strong_typing
+    from dualkd_edge.model_files import load_onnx_model, onnx_metadata
+
+    sample_calibration_set([small_dataset], 16, tmp_path / "calib")
+    result = quantize_int8(exports[("float", "1")], tmp_path / "calib", tmp_path / "cpu.onnx", samples=16, target="cpu")
+    model = onnx.load(str(result.path))
+    activation_zero_points = [i for i in model.graph.initializer if i.name.endswith("_zero_point")
+                              and i.data_type == onnx.TensorProto.UINT8]
+    assert activation_zero_points, "UINT8 activations expected for the CPU target"
+    proto = load_onnx_model(result.path)
+    with pytest.raises(UserError, match="--target tensorrt"):
+        prepare_onnx_for_strong_typing(result.path, proto, onnx_metadata(proto, result.path),
+                                       BuildOptions(precision="int8"), tmp_path)
 
 
 def test_fp16_export_keeps_io_float32_and_norms_fp32(trained_run, tmp_path):

@@ -116,6 +116,9 @@ def run(models: list[Path], data: list[Path], json_out: Path | None = None, mark
         per_image: Path | None = None, tune: bool = False, max_fpr: float | None = None,
         overlays: Path | None = None, worst: int = 5, normal_classes: str | None = None,
         batch_size: int = 8, device: str = "auto", progress: bool = True) -> list[EvalReport]:
+    for model_path in models:  # cheap checks first: a typo in MODEL should not wait for DATA
+        if not Path(model_path).exists():
+            raise UserError(f"MODEL: not found: {model_path}")
     categories = load_categories(data, normal_classes)
     if tune and len(models) != 1:
         raise UserError("--tune-threshold: give exactly one MODEL")

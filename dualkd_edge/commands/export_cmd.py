@@ -25,7 +25,7 @@ def run_export(run_dir: Path, out: Path, opts) -> None:
 
 
 def run_quantize(model: Path, calib: Path, out: Path, method: str, samples: int, val: Path | None,
-                 max_drop: float) -> int:
+                 max_drop: float, target: str = "tensorrt") -> int:
     """Returns the exit code: 0, or 1 when the accuracy gate fails (the file is then set aside)."""
     from dualkd_edge.calibration_images import load_calibration_images
     from dualkd_edge.export.quantize import accuracy_gate, agreement_on_images, quantize_int8
@@ -34,9 +34,9 @@ def run_quantize(model: Path, calib: Path, out: Path, method: str, samples: int,
         raise UserError(f"--out: expected a .onnx file name, got {out}")
     if max_drop < 0:
         raise UserError(f"--max-drop: must be >= 0 points, got {max_drop}")
-    result = quantize_int8(model, calib, out, method, samples)
+    result = quantize_int8(model, calib, out, method, samples, target)
     print(f"quantized {model} -> {out}: {result.quantized_nodes} tensors quantized, {result.n_calibration} "
-          f"calibration images, {method}, {result.seconds:.1f} s")
+          f"calibration images, {method}, target {target}, {result.seconds:.1f} s")
     if val is None:
         stats = agreement_on_images(model, out, load_calibration_images(calib, min(samples, 64)))
         print("FP32 vs INT8 on calibration images (no --val given): " + json.dumps(

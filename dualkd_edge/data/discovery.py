@@ -34,7 +34,8 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def _is_mvtec_category(path: Path) -> bool:
-    return (path / "train" / "good").is_dir() or (path / "test").is_dir() and (path / "train").is_dir()
+    # A test-only copy (no train/) is still a category: `eval` needs nothing else.
+    return (path / "train" / "good").is_dir() or (path / "test").is_dir()
 
 
 def _load_category(root: Path) -> Category:

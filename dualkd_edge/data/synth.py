@@ -134,3 +134,15 @@ def generate_dataset(out: Path, n_train: int = 80, n_test_good: int = 20, n_test
                 _save(root / "test" / defect / f"{i:04d}.png", img)
                 _save(root / "ground_truth" / defect / f"{i:04d}_mask.png", mask)
     return out
+
+
+def write_line_video(path: Path, n: int = 120, size: int = 128, fps: float = 30.0, seed: int = 70_000) -> Path:
+    """A production-line camera video: parts of both kinds pass by, 3 in 10 with a defect."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    defects = [None, None, None, "scratch", None, None, "spot", None, "missing", None]
+    for i in range(n):
+        writer.write(render_part(PART_KINDS[i % 2], seed + i, size=size, defect=defects[i % 10])[0])
+    writer.release()
+    return path

@@ -91,6 +91,7 @@ def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
     import onnx
     import torch
 
+    from dualkd_edge.commands.presets_cmd import count_model
     from dualkd_edge.model.checkpoint import inference_model, load_run
 
     opts.validate()
@@ -115,7 +116,8 @@ def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
     new_meta.input.batch = opts.static_batch or "dynamic"
     new_meta.export = {"format": "onnx", "opset": opts.opset, "precision": opts.precision,
                        "source": str(Path(run_dir).resolve()), "tool_version": __version__,
-                       "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "outputs": list(OUTPUT_NAMES)}
+                       "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "outputs": list(OUTPUT_NAMES),
+                       "gmacs": round(count_model(model.preset)["gmacs"], 4)}
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"

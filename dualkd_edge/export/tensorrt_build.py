@@ -105,6 +105,9 @@ def has_qdq(proto) -> bool:
 def prepare_onnx_for_strong_typing(onnx_path: Path, proto, meta, opts: BuildOptions, workdir: Path) -> Path:
     """Strongly-typed builds take precision from the graph: make the graph carry it."""
     precision = meta.export.get("precision", "fp32")
+    if meta.export.get("quantization", {}).get("target") == "cpu":
+        raise UserError(f"{onnx_path}: quantized for the CPU (UINT8 activations), which TensorRT rejects; "
+                        "quantize with --target tensorrt")
     want = opts.precision
     if want == "best":
         want = "int8" if precision == "int8" or opts.calib else "fp16"

@@ -94,20 +94,10 @@ class ClassTokenStudent(nn.Module):
 
     def __init__(self, preset: Preset) -> None:
         super().__init__()
-        from timm.models.vision_transformer import VisionTransformer
+        from dualkd_edge.model.teacher import dinov2_architecture_vit
 
-        self.vit = VisionTransformer(
-            img_size=preset.img_size,
-            patch_size=preset.patch_size,
-            embed_dim=preset.ee_dim,
-            depth=preset.ee_depth,
-            num_heads=preset.ee_heads,
-            mlp_ratio=4.0,
-            init_values=None,
-            reg_tokens=preset.ee_reg_tokens,
-            no_embed_class=True,
-            num_classes=0,
-        )
+        self.vit = dinov2_architecture_vit(preset.img_size, preset.patch_size, preset.ee_dim, preset.ee_depth,
+                                           preset.ee_heads, preset.ee_reg_tokens, init_values=None)
         self.head = nn.Linear(preset.ee_dim, preset.teacher_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

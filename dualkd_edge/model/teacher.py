@@ -8,27 +8,26 @@ from torch import nn
 from dualkd_edge.presets import Preset
 
 
-def build_dinov2_vit(preset: Preset) -> nn.Module:
-    """A timm VisionTransformer with DINOv2's architecture at the preset's input size."""
+def dinov2_architecture_vit(img_size: int, patch_size: int, dim: int, depth: int, heads: int,
+                            reg_tokens: int, init_values: float | None) -> nn.Module:
+    """A timm ViT laid out like DINOv2 (registers, class token outside the position embedding)."""
     from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=img_size, patch_size=patch_size, embed_dim=dim, depth=depth,
+                             num_heads=heads, mlp_ratio=4.0, init_values=init_values, reg_tokens=reg_tokens,
+                             no_embed_class=True, num_classes=0)
+
+
+def build_dinov2_vit(preset: Preset) -> nn.Module:
+    """The teacher ViT: timm's DINOv2 model when the preset names one, else a custom small one."""
     import timm
 
     if preset.teacher_timm_name is not None:
         return timm.create_model(
             preset.teacher_timm_name, pretrained=False, img_size=preset.img_size, num_classes=0
         )
-    return VisionTransformer(
-        img_size=preset.img_size,
-        patch_size=preset.patch_size,
-        embed_dim=preset.teacher_dim,
-        depth=preset.teacher_depth,
-        num_heads=preset.teacher_heads,
-        mlp_ratio=4.0,
-        init_values=preset.teacher_init_values,
-        reg_tokens=preset.teacher_reg_tokens,
-        no_embed_class=True,
-        num_classes=0,
-    )
+    return dinov2_architecture_vit(preset.img_size, preset.patch_size, preset.teacher_dim, preset.teacher_depth,
+                                   preset.teacher_heads, preset.teacher_reg_tokens, preset.teacher_init_values)
 
 
 class DinoTeacher(nn.Module):

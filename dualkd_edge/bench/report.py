@@ -1,0 +1,131 @@
+"""Bench reports: terminal table, Markdown (with the machine), CSV, JSON, and an optional plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from dualkd_edge.errors import MissingDependencyError
+from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from dualkd_edge.tables import markdown_table, text_table
+
+HEADERS = ["model", "backend", "batch", "mean ms", "std", "p50 ms", "p90", "p99 ms", "max", "p99/p50", "img/s",
+           "speed-up", "pre ms/img", "post ms/img", "GFLOP/s"]
+
+
+def table_rows(report: dict) -> list[list[object]]:
+    """One row per model x batch; speed-up is throughput against the first model at the same batch."""
+    base: dict[int, float] = {}
+    rows = []
+    for r in report["rows"]:
+        lat = r["latency_ms"]
+        if lat is None:
+            rows.append([Path(r["model"]).name, r["backend"], r["batch"], *["-"] * 11, r["note"]])
+            continue
+        base.setdefault(r["batch"], lat["throughput_ips"])
+        gflops = r["achieved_gflops"]
+        rows.append([Path(r["model"]).name, r["backend"], r["batch"], f"{lat['mean_ms']:.2f}", f"{lat['std_ms']:.2f}",
+                     f"{lat['p50_ms']:.2f}", f"{lat['p90_ms']:.2f}", f"{lat['p99_ms']:.2f}", f"{lat['max_ms']:.2f}",
+                     f"{lat['p99_over_p50']:.2f}", f"{lat['throughput_ips']:.1f}",
+                     f"{lat['throughput_ips'] / base[r['batch']]:.2f}x", f"{r['host_ms']['preprocess_ms']:.2f}",
+                     f"{r['host_ms']['postprocess_ms']:.2f}", f"{gflops:.1f}" if gflops else "n/a"])
+    return rows
+
+
+def extra_lines(report: dict) -> list[str]:
+    lines = []
+    ref = report["machine"].get("reference_matmul_gflops")
+    if ref:
+        lines.append(f"reference: float32 2048x2048 matrix product (numpy BLAS) {ref:.1f} GFLOP/s")
+        for r in report["rows"]:
+            if r["achieved_gflops"]:
+                lines.append(f"  {Path(r['model']).name} batch {r['batch']}: {r['achieved_gflops']:.1f} GFLOP/s = "
+                             f"{100 * r['achieved_gflops'] / ref:.0f}% of it ({r['gmacs_per_image']:.2f} GMACs/image)")
+    for model, e in report["end_to_end"].items():
+        lines.append(f"end to end on {report['options']['source']}: {Path(model).name} {e['e2e_fps']:.1f} FPS vs "
+                     f"model-only {e['model_only_fps']:.1f} FPS = {e['ratio']:.2f}x ({e['frames']} frames, "
+                     f"{e['dropped']} dropped)")
+    for model, acc in report["accuracy"].items():
+        lines.append(f"accuracy of {Path(model).name}: image AUROC {acc.get('image_auroc') or float('nan'):.4f}, "
+                     f"pixel AUROC {acc.get('pixel_auroc') or float('nan'):.4f}")
+    for r in report["rows"]:
+        for stage, s in r["stages_ms"].items():
+            lines.append(f"  {Path(r['model']).name} batch {r['batch']} {stage}: p50 {s['p50_ms']:.3f} ms")
+    return lines
+
+
+def machine_lines(machine: dict) -> list[str]:
+    keys = ["cpu", "cpu_cores", "memory_gib", "gpu", "cuda", "os", "python", "onnxruntime", "onnxruntime_providers",
+            "tensorrt", "torch", "jetson_release", "jetson_power_mode", "date"]
+    return [f"- {k}: {machine[k]}" for k in keys if machine.get(k) not in (None, [])]
+
+
+def to_text(report: dict) -> str:
+    return "\n".join([text_table(HEADERS, table_rows(report)), *extra_lines(report)])
+
+
+def to_markdown(report: dict) -> str:
+    parts = ["## Machine", *machine_lines(report["machine"]), "", "## Latency", markdown_table(HEADERS, table_rows(report)),
+             "", *[f"- {line.strip()}" for line in extra_lines(report)]]
+    return "\n".join(parts) + "\n"
+
+
+def to_csv(report: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model", "backend", "batch", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
+                "max_ms", "throughput_ips", "preprocess_ms", "postprocess_ms", "gmacs", "gflops", "note"])
+    for r in report["rows"]:
+        lat = r["latency_ms"] or {}
+        w.writerow([r["model"], r["backend"], r["batch"], *(lat.get(k, "") for k in (
+            "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput_ips")),
+            r["host_ms"].get("preprocess_ms", ""), r["host_ms"].get("postprocess_ms", ""), r["gmacs_per_image"] or "",
+            r["achieved_gflops"] or "", r["note"]])
+    return buf.getvalue()
+
+
+def write_reports(report: dict, samples: dict, json_out: Path | None, csv_out: Path | None,
+                  markdown_out: Path | None, plot_out: Path | None) -> None:
+    if json_out:
+        write_json_atomic(json_out, report)
+    if csv_out:
+        write_bytes_atomic(csv_out, to_csv(report).encode())
+    if markdown_out:
+        write_bytes_atomic(markdown_out, to_markdown(report).encode())
+    if plot_out:
+        plot(report, plot_out)
+
+
+def plot(report: dict, out: Path) -> None:
+    """Latency percentiles per model (smallest batch) and throughput per batch size."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError("--plot needs matplotlib: pip install 'dualkd-edge[plot]'") from None
+    rows = [r for r in report["rows"] if r["latency_ms"]]
+    models = list(dict.fromkeys(Path(r["model"]).name for r in rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, m in enumerate(models):
+        mr = sorted((r for r in rows if Path(r["model"]).name == m), key=lambda r: r["batch"])
+        lat = mr[0]["latency_ms"]
+        pcts = [lat["min_ms"], lat["p50_ms"], lat["p90_ms"], lat["p95_ms"], lat["p99_ms"], lat["max_ms"]]
+        ax1.plot([0, 50, 90, 95, 99, 100], pcts, marker="o", label=f"{m} (batch {mr[0]['batch']})")
+        ax2.plot([r["batch"] for r in mr], [r["latency_ms"]["throughput_ips"] for r in mr], marker="o", label=m)
+    ax1.set_xlabel("percentile")
+    ax1.set_ylabel("latency (ms)")
+    ax1.set_title("latency distribution")
+    ax2.set_xlabel("batch size")
+    ax2.set_ylabel("images / s")
+    ax2.set_title("throughput")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{report['machine'].get('cpu')} | {report['machine'].get('gpu') or 'no GPU'}", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)

@@ -1,0 +1,172 @@
+"""`dualkd-edge bench`: model-only latency per model and batch size, host pre/post-processing,
+optional end-to-end stream timing and accuracy, measured side by side in one run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dualkd_edge.bench.stats import LatencyStats, latency_stats
+from dualkd_edge.bench.timing import time_backend
+from dualkd_edge.errors import UserError
+
+log = logging.getLogger("dualkd_edge")
+
+
+@dataclass
+class BenchOptions:
+    batches: list[int] = field(default_factory=lambda: [1])
+    warmup: int = 10
+    iters: int | None = 50
+    min_time: float | None = None
+    threads: int | None = None
+    providers: list[str] | None = None
+    source: str | None = None
+    source_frames: int = 300
+    val: Path | None = None
+    camera_size: tuple[int, int] = (480, 640)  # the frame size pre/post-processing is timed at
+
+    def validate(self) -> None:
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise UserError(f"--batch: every batch size must be >= 1, got {','.join(map(str, self.batches))}")
+        if self.warmup < 0:
+            raise UserError(f"--warmup: must be >= 0, got {self.warmup}")
+        if self.iters is not None and self.iters < 1:
+            raise UserError(f"--iters: must be >= 1, got {self.iters}")
+        if self.min_time is not None and self.min_time <= 0:
+            raise UserError(f"--min-time: must be > 0 seconds, got {self.min_time}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads: must be >= 1, got {self.threads}")
+
+
+@dataclass
+class BenchRow:
+    model: str
+    backend: str
+    batch: int
+    stats: LatencyStats | None
+    stages: dict[str, LatencyStats] = field(default_factory=dict)
+    host: dict[str, float] = field(default_factory=dict)
+    gmacs: float | None = None
+    note: str = ""
+
+    @property
+    def gflops(self) -> float | None:
+        if self.stats is None or not self.gmacs:
+            return None
+        return 2 * self.gmacs * self.batch / (self.stats.p50_ms / 1e3)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "backend": self.backend, "batch": self.batch,
+                "latency_ms": self.stats.to_dict() if self.stats else None,
+                "stages_ms": {k: v.to_dict() for k, v in self.stages.items()}, "host_ms": self.host,
+                "gmacs_per_image": self.gmacs, "achieved_gflops": self.gflops, "note": self.note}
+
+
+def open_for_bench(path: Path, opts: BenchOptions):
+    from dualkd_edge.detector import open_backend
+
+    if Path(path).is_dir():
+        backend = open_backend(path, device="cpu" if opts.providers in (None, ["cpu"]) else "auto")
+        if opts.threads:
+            import torch
+
+            torch.set_num_threads(opts.threads)
+        return backend
+    return open_backend(path, providers=opts.providers, threads=opts.threads)
+
+
+def model_gmacs(path: Path, meta) -> float | None:
+    """GMACs per image: stored at export; computed with PyTorch's counter for run directories."""
+    if meta.export.get("gmacs"):
+        return float(meta.export["gmacs"])
+    try:
+        from dualkd_edge.commands.presets_cmd import count_model
+        from dualkd_edge.presets import Preset
+
+        return count_model(Preset.from_dict(meta.preset))["gmacs"]
+    except ImportError:
+        return None
+
+
+def host_stage_times(detector, camera_size: tuple[int, int], batch: int, repeats: int = 20) -> dict[str, float]:
+    """Median per-image host time to pre-process camera frames and post-process the outputs."""
+    from dualkd_edge.bench.timing import random_input
+    from dualkd_edge.preprocess import prepare_batch
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (*camera_size, 3), dtype=np.uint8) for _ in range(batch)]
+    pre, post = [], []
+    spec = detector.meta.input
+    outputs = detector.backend.infer(random_input(detector.backend, batch))
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        prepare_batch(frames, spec)
+        t1 = time.perf_counter()
+        detector.postprocess(outputs, [camera_size] * batch)
+        t2 = time.perf_counter()
+        pre.append((t1 - t0) * 1e3 / batch)
+        post.append((t2 - t1) * 1e3 / batch)
+    return {"preprocess_ms": float(np.median(pre)), "postprocess_ms": float(np.median(post))}
+
+
+def bench_models(models: list[Path], opts: BenchOptions) -> dict:
+    from dualkd_edge.bench.machine import describe_machine, matmul_gflops
+    from dualkd_edge.detector import Detector
+
+    opts.validate()
+    for m in models:
+        if not Path(m).exists():
+            raise UserError(f"MODEL: not found: {m}")
+    machine = describe_machine()
+    machine["reference_matmul_gflops"] = matmul_gflops()
+    rows: list[BenchRow] = []
+    e2e: dict[str, dict] = {}
+    accuracy: dict[str, dict] = {}
+    for path in models:
+        backend = open_for_bench(path, opts)
+        det = Detector(backend)
+        try:
+            gmacs = model_gmacs(path, backend.meta)
+            for b in opts.batches:
+                if backend.max_batch is not None and b > backend.max_batch or backend.fixed_batch and b != backend.fixed_batch:
+                    rows.append(BenchRow(str(path), backend.describe(), b, None, note=f"static batch {backend.fixed_batch}; "
+                                         "export with --batch dynamic"))
+                    continue
+                stats, stages = time_backend(backend, b, opts.warmup, opts.iters, opts.min_time)
+                rows.append(BenchRow(str(path), backend.describe(), b, stats, stages,
+                                     host_stage_times(det, opts.camera_size, b), gmacs))
+            if opts.source:
+                e2e[str(path)] = end_to_end(det, opts)
+            if opts.val:
+                from dualkd_edge.data.discovery import discover_all
+                from dualkd_edge.evaluation import evaluate
+
+                rep = evaluate(det, discover_all([opts.val]), progress=False)
+                accuracy[str(path)] = rep.mean_row()
+        finally:
+            det.close()
+    return {"machine": machine, "options": {"batches": opts.batches, "warmup": opts.warmup, "iters": opts.iters,
+                                            "min_time": opts.min_time, "threads": opts.threads,
+                                            "providers": opts.providers, "source": opts.source},
+            "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy}
+
+
+def end_to_end(detector, opts: BenchOptions) -> dict:
+    """The whole `infer` pipeline on --source, against the model-only FPS at batch 1."""
+    from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
+    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.bench.timing import time_backend as _time
+
+    specs = parse_source(opts.source)
+    summary = StreamRunner(detector, specs, StreamOptions(max_frames=opts.source_frames)).run()
+    if summary.frames == 0:
+        raise UserError(f"--source: no frames could be read from {specs[0].name}")
+    model_only, _ = _time(detector.backend, 1, opts.warmup, opts.iters, opts.min_time)
+    model_fps = 1000.0 / model_only.mean_ms
+    return {"frames": summary.frames, "e2e_fps": summary.fps, "model_only_fps": model_fps,
+            "ratio": summary.fps / model_fps, "stages_ms": summary.stages, "dropped": summary.to_dict()["dropped"]}

@@ -26,7 +26,9 @@ class Frame:
     source_name: str
     index: int
     timestamp: float  # wall-clock time of capture (seconds since the epoch)
-    t_start: float  # perf_counter() when decoding began
+    t_ready: float  # perf_counter() when the decoded frame became available
+    # Time inside OpenCV's grab/retrieve: decoding, and for live sources also the wait for the
+    # next frame to arrive (OpenCV cannot tell the two apart).
     decode_ms: float
     image: np.ndarray
 
@@ -111,7 +113,8 @@ class CaptureWorker(threading.Thread):
                 continue
 
     def _frame(self, n: int, t0: float, image: np.ndarray) -> Frame:
-        return Frame(self.index, self.spec.name, n, time.time(), t0, (time.perf_counter() - t0) * 1e3, image)
+        now = time.perf_counter()
+        return Frame(self.index, self.spec.name, n, time.time(), now, (now - t0) * 1e3, image)
 
     # -- sources --------------------------------------------------------------------------------
     def run(self) -> None:

@@ -88,10 +88,7 @@ class Detector:
         for i in range(0, len(images), step):
             part = list(images[i:i + step])
             n = len(part)
-            fixed = self.backend.fixed_batch
-            if fixed and n < fixed:  # static-batch engines: pad with copies, drop their results
-                part += [part[-1]] * (fixed - n)
-            out = self.backend.infer(prepare_batch(part, self.meta.input))
+            out = self.backend.infer(self.backend.pad_to_fixed_batch(prepare_batch(part, self.meta.input)))
             chunks.append({k: v[:n] for k, v in out.items()})
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dualkd_edge.bench.stats import LatencyStats, latency_stats
+from dualkd_edge.bench.stats import LatencyStats
 from dualkd_edge.bench.timing import time_backend
 from dualkd_edge.errors import UserError
 
@@ -160,13 +160,12 @@ def end_to_end(detector, opts: BenchOptions) -> dict:
     """The whole `infer` pipeline on --source, against the model-only FPS at batch 1."""
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
     from dualkd_edge.stream.sources import parse_source
-    from dualkd_edge.bench.timing import time_backend as _time
 
     specs = parse_source(opts.source)
     summary = StreamRunner(detector, specs, StreamOptions(max_frames=opts.source_frames)).run()
     if summary.frames == 0:
         raise UserError(f"--source: no frames could be read from {specs[0].name}")
-    model_only, _ = _time(detector.backend, 1, opts.warmup, opts.iters, opts.min_time)
+    model_only, _ = time_backend(detector.backend, 1, opts.warmup, opts.iters, opts.min_time)
     model_fps = 1000.0 / model_only.mean_ms
     return {"frames": summary.frames, "e2e_fps": summary.fps, "model_only_fps": model_fps,
             "ratio": summary.fps / model_fps, "stages_ms": summary.stages, "dropped": summary.to_dict()["dropped"]}

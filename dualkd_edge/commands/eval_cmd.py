@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 
@@ -12,9 +11,9 @@ import numpy as np
 from dualkd_edge.data.discovery import Category, discover_all
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
-from dualkd_edge.evaluation import IMAGE_METRICS, PIXEL_METRICS, EvalReport, evaluate
+from dualkd_edge.evaluation import EvalReport, evaluate
 from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
-from dualkd_edge.tables import fmt, markdown_table, text_table
+from dualkd_edge.tables import markdown_table, text_table
 
 log = logging.getLogger("dualkd_edge")
 

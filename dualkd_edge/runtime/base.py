@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from dualkd_edge.errors import UserError
 from dualkd_edge.metadata import ArtifactMetadata
 
 OUTPUT_NAMES = ("score", "local_score", "semantic_score", "anomaly_map")
@@ -40,13 +41,9 @@ class Backend(ABC):
         want_dtype = np.uint8 if self.meta.input.dtype == "uint8" else np.float32
         expected = self.expected_shape(batch.shape[0] if batch.ndim else 0)
         if batch.dtype != want_dtype or batch.shape != expected:
-            from dualkd_edge.errors import UserError
-
             raise UserError(f"input batch {batch.dtype} {tuple(batch.shape)} does not fit the model: "
                             f"expected {np.dtype(want_dtype).name} {expected} (use Detector.predict to resize)")
         if self.max_batch and batch.shape[0] > self.max_batch:
-            from dualkd_edge.errors import UserError
-
             raise UserError(f"batch of {batch.shape[0]} exceeds the model's batch size {self.max_batch}")
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,6 +57,12 @@ class Backend(ABC):
 
     def describe(self) -> str:
         return self.name
+
+    def pad_to_fixed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Static-batch models need exactly `fixed_batch` inputs: repeat the last one (its results
+        are dropped by the caller)."""
+        missing = (self.fixed_batch or 0) - batch.shape[0]
+        return np.concatenate([batch, np.repeat(batch[-1:], missing, axis=0)]) if missing > 0 else batch
 
     def warmup(self, iterations: int = 3, batch_size: int = 1) -> None:
         dtype = np.uint8 if self.meta.input.dtype == "uint8" else np.float32

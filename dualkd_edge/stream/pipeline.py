@@ -164,10 +164,7 @@ class StreamRunner:
                     batch = batch[:opts.max_frames - frames]
                 t0 = time.perf_counter()
                 imgs = [f.image for _, f in batch]
-                x = prepare_batch(imgs, self.det.meta.input)
-                fixed = self.det.backend.fixed_batch
-                if fixed and len(imgs) < fixed:
-                    x = np.concatenate([x, np.repeat(x[-1:], fixed - len(imgs), axis=0)])
+                x = self.det.backend.pad_to_fixed_batch(prepare_batch(imgs, self.det.meta.input))
                 t1 = time.perf_counter()
                 raw = self.det.backend.infer(x)
                 raw = {k: v[:len(imgs)] for k, v in raw.items()}

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import cv2
@@ -177,6 +178,9 @@ def test_sources_that_do_not_exist_are_clear_errors(model, tmp_path):
     assert_one_line_error(proc, "could not be opened", "***@127.0.0.1")
     assert "secret" not in proc.stderr + proc.stdout
     assert_one_line_error(run_cli("infer", model, tmp_path, "--batch", "0"), "--batch")
+    assert_one_line_error(run_cli("infer", model, tmp_path, "--save-video"), "--out")
+    if "opencv-python-headless" in packages_distributions().get("cv2", []):
+        assert_one_line_error(run_cli("infer", model, write_video(tmp_path / "v.mp4", n=2), "--show"), "--show", "no GUI")
     notes = tmp_path / "notes.doc"
     notes.write_text("x")
     assert_one_line_error(run_cli("infer", model, notes), "neither an image")

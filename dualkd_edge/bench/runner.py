@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dualkd_edge.bench.stats import LatencyStats
-from dualkd_edge.bench.timing import time_backend
+from dualkd_edge.bench.timing import Contender, backend_contender, time_side_by_side
 from dualkd_edge.errors import UserError
 
 log = logging.getLogger("dualkd_edge")
@@ -53,6 +53,7 @@ class BenchRow:
     host: dict[str, float] = field(default_factory=dict)
     gmacs: float | None = None
     note: str = ""
+    round_p50_ms: list[float] = field(default_factory=list)
 
     @property
     def gflops(self) -> float | None:
@@ -64,7 +65,8 @@ class BenchRow:
         return {"model": self.model, "backend": self.backend, "batch": self.batch,
                 "latency_ms": self.stats.to_dict() if self.stats else None,
                 "stages_ms": {k: v.to_dict() for k, v in self.stages.items()}, "host_ms": self.host,
-                "gmacs_per_image": self.gmacs, "achieved_gflops": self.gflops, "note": self.note}
+                "gmacs_per_image": self.gmacs, "achieved_gflops": self.gflops, "note": self.note,
+                "round_p50_ms": self.round_p50_ms}
 
 
 def open_for_bench(path: Path, opts: BenchOptions):
@@ -115,7 +117,9 @@ def host_stage_times(detector, camera_size: tuple[int, int], batch: int, repeats
 
 
 def bench_models(models: list[Path], opts: BenchOptions) -> dict:
-    from dualkd_edge.bench.machine import describe_machine, matmul_gflops
+    from contextlib import ExitStack
+
+    from dualkd_edge.bench.machine import describe_machine, matmul_reference
     from dualkd_edge.detector import Detector
 
     opts.validate()
@@ -123,49 +127,63 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
         if not Path(m).exists():
             raise UserError(f"MODEL: not found: {m}")
     machine = describe_machine()
-    machine["reference_matmul_gflops"] = matmul_gflops()
-    rows: list[BenchRow] = []
+    reference, reference_flops = matmul_reference()
+    results: dict[tuple[str, int], BenchRow] = {}
     e2e: dict[str, dict] = {}
     accuracy: dict[str, dict] = {}
-    for path in models:
-        backend = open_for_bench(path, opts)
-        det = Detector(backend)
-        try:
-            gmacs = model_gmacs(path, backend.meta)
-            for b in opts.batches:
+    with ExitStack() as stack:
+        # All models stay open so that they can be timed in alternating rounds (bench/timing.py).
+        opened = []
+        for path in models:
+            det = Detector(open_for_bench(path, opts))
+            stack.callback(det.close)
+            opened.append((str(path), det, model_gmacs(path, det.meta)))
+        for b in opts.batches:
+            timed: list[tuple[str, Detector, float | None, Contender]] = []
+            for name, det, gmacs in opened:
+                backend = det.backend
                 if backend.max_batch is not None and b > backend.max_batch or backend.fixed_batch and b != backend.fixed_batch:
-                    rows.append(BenchRow(str(path), backend.describe(), b, None, note=f"static batch {backend.fixed_batch}; "
-                                         "export with --batch dynamic"))
-                    continue
-                stats, stages = time_backend(backend, b, opts.warmup, opts.iters, opts.min_time)
-                rows.append(BenchRow(str(path), backend.describe(), b, stats, stages,
-                                     host_stage_times(det, opts.camera_size, b), gmacs))
+                    results[name, b] = BenchRow(name, backend.describe(), b, None,
+                                                note=f"static batch {backend.fixed_batch}; export with --batch dynamic")
+                else:
+                    timed.append((name, det, gmacs, backend_contender(backend, b)))
+            time_side_by_side([t[3] for t in timed] + [reference], opts.warmup, opts.iters, opts.min_time)
+            for name, det, gmacs, contender in timed:
+                stats, stages = contender.stats()
+                results[name, b] = BenchRow(name, det.backend.describe(), b, stats, stages,
+                                            host_stage_times(det, opts.camera_size, b), gmacs,
+                                            round_p50_ms=contender.round_p50_ms)
+        for name, det, _ in opened:
             if opts.source:
-                e2e[str(path)] = end_to_end(det, opts)
+                e2e[name] = end_to_end(det, opts)
             if opts.val:
                 from dualkd_edge.data.discovery import discover_all
                 from dualkd_edge.evaluation import evaluate
 
-                rep = evaluate(det, discover_all([opts.val]), progress=False)
-                accuracy[str(path)] = rep.mean_row()
-        finally:
-            det.close()
+                accuracy[name] = evaluate(det, discover_all([opts.val]), progress=False).mean_row()
+    machine["reference_matmul_gflops"] = reference_flops / (reference.stats()[0].p50_ms / 1e3) / 1e9
+    rows = [results[str(path), b] for path in models for b in opts.batches]
     return {"machine": machine, "options": {"batches": opts.batches, "warmup": opts.warmup, "iters": opts.iters,
                                             "min_time": opts.min_time, "threads": opts.threads,
-                                            "providers": opts.providers, "source": opts.source},
+                                            "providers": opts.providers, "source": opts.source,
+                                            "timing": "models and the reference matmul timed in alternating rounds"},
             "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy}
 
 
 def end_to_end(detector, opts: BenchOptions) -> dict:
-    """The whole `infer` pipeline on --source, against the model-only FPS at batch 1."""
+    """The whole `infer` pipeline on --source, against the model-only FPS at batch 1, timed right
+    before and right after the stream so that both sides see the machine in the same state."""
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
     from dualkd_edge.stream.sources import parse_source
 
     specs = parse_source(opts.source)
+    model_only = backend_contender(detector.backend, 1)
+    time_side_by_side([model_only], opts.warmup, opts.iters, opts.min_time)
     summary = StreamRunner(detector, specs, StreamOptions(max_frames=opts.source_frames)).run()
     if summary.frames == 0:
         raise UserError(f"--source: no frames could be read from {specs[0].name}")
-    model_only, _ = time_backend(detector.backend, 1, opts.warmup, opts.iters, opts.min_time)
-    model_fps = 1000.0 / model_only.mean_ms
+    runs_before = len(model_only.totals_ms)
+    time_side_by_side([model_only], 0, 2 * runs_before, None)  # as many runs again, after
+    model_fps = 1000.0 / model_only.stats()[0].mean_ms
     return {"frames": summary.frames, "e2e_fps": summary.fps, "model_only_fps": model_fps,
             "ratio": summary.fps / model_fps, "stages_ms": summary.stages, "dropped": summary.to_dict()["dropped"]}

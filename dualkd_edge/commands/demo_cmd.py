@@ -90,7 +90,9 @@ def stream_video(out: Path):
 
 def export_and_quantize(out: Path, data: Path) -> dict:
     """Export, calibrate, quantize, and compare PyTorch / ONNX Runtime FP32 / INT8 side by side."""
-    from dualkd_edge.bench.timing import time_backend
+    from contextlib import ExitStack
+
+    from dualkd_edge.bench.timing import backend_contender, time_side_by_side
     from dualkd_edge.calibration_images import sample_calibration_set
     from dualkd_edge.detector import open_backend
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
@@ -105,11 +107,15 @@ def export_and_quantize(out: Path, data: Path) -> dict:
     quantize_int8(exported.path, out / "calib_data", out / "model.int8.onnx", "minmax", 64, target="cpu")
     gate, passed = accuracy_gate(exported.path, out / "model.int8.onnx", data, max_drop=1.0)
     print("[5/6] FP32 vs INT8 accuracy, and latency at batch 1 measured side by side on this machine")
+    models = {"PyTorch eager": out / "run", "ONNX Runtime FP32": exported.path,
+              "ONNX Runtime INT8": out / "model.int8.onnx"}
+    with ExitStack() as stack:
+        contenders = {label: backend_contender(stack.enter_context(open_backend(path, device="cpu")))
+                      for label, path in models.items()}
+        time_side_by_side(list(contenders.values()), warmup=5, iters=40)
     rows = []
-    for label, path in (("PyTorch eager", out / "run"), ("ONNX Runtime FP32", exported.path),
-                        ("ONNX Runtime INT8", out / "model.int8.onnx")):
-        with open_backend(path, device="cpu") as backend:
-            stats, _ = time_backend(backend, batch=1, warmup=5, iters=40)
+    for label, contender in contenders.items():
+        stats = contender.stats()[0]
         acc = gate["int8"] if "INT8" in label else gate["fp32"]
         rows.append([label, acc["image_auroc"], acc["pixel_auroc"], stats.p50_ms, stats.p99_ms, stats.throughput])
     base = rows[0][3]

@@ -40,7 +40,9 @@ def test_video_file_every_frame_in_order(model, tmp_path):
     assert [r["frame"] for r in lines] == list(range(45))
     for r in lines:
         assert 0 <= r["score"] <= 1 and r["is_anomaly"] == (r["score"] >= r["threshold"])
-        assert set(r["latency_ms"]) == {"decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "e2e_ms"}
+        assert set(r["latency_ms"]) == {"decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "output_ms",
+                                           "e2e_ms"}
+        assert r["latency_ms"]["e2e_ms"] >= r["latency_ms"]["output_ms"] > 0  # overlays drawn and written
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 45 and summary["dropped"] == 0 and summary["errors"] == []
     assert summary["latency_ms"]["e2e_ms"]["p50"] > 0

@@ -20,7 +20,8 @@ from dualkd_edge.stream.sources import SourceSpec
 
 log = logging.getLogger("dualkd_edge")
 
-STAGES = ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "e2e_ms")
+# output: drawing and writing overlays (images, video, window); e2e also holds the queue wait.
+STAGES = ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "output_ms", "e2e_ms")
 
 
 @dataclass
@@ -180,6 +181,7 @@ class StreamRunner:
                     lat = {"decode_ms": frame.decode_ms, "preprocess_ms": (t1 - t0) * 1e3 / n,
                            "inference_ms": (t2 - t1) * 1e3 / n, "postprocess_ms": (t3 - t2) * 1e3 / n}
                     overlay = None
+                    t_out = time.perf_counter()
                     if want_overlay:
                         from dualkd_edge.overlay import heatmap_overlay
 
@@ -191,6 +193,7 @@ class StreamRunner:
                             video.write(overlay, frame.source, worker.spec.name, worker.fps)
                         if window and not window.write(overlay):
                             self.stop.set()
+                    lat["output_ms"] = (time.perf_counter() - t_out) * 1e3
                     # From the decoded frame's arrival to the decision, queue wait included.
                     lat["e2e_ms"] = (time.perf_counter() - frame.t_ready) * 1e3
                     for k, v in lat.items():

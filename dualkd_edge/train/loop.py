@@ -203,7 +203,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 if fitted < cfg.steps:
                     total = max(step + 1, fitted)
                     progress.total = total
-                    log.info("--max-time %.0fs: training for %d steps (%.2f s/step)", cfg.max_time, total, per_step)
+                    log.info("--max-time %.0fs: training for %d steps (%.2f s/step, %s)", cfg.max_time, total, per_step,
+                             "first estimate" if step - start_step == 3 else "re-estimated")
             if step % cfg.checkpoint_every == 0 and step < total:
                 _checkpoint(out, model, optimizer, step, meta_now(uncalibrated, step, False, losses,
                                                                   time.perf_counter() - t0))

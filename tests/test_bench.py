@@ -46,6 +46,9 @@ def test_side_by_side_timing_alternates_rounds_and_skips_each_rounds_first_run(m
         assert len(c.round_p50_ms) == n_rounds
         assert len(c.totals_ms) == log.count(name) - 3 - n_rounds  # warm-up and each round's first run not counted
     assert len(a.totals_ms) >= 20 and len(b.totals_ms) >= 20 and b.stats()[0].batch == 4
+    before = log.count("a")
+    timing.time_side_by_side([a], warmup=3, iters=len(a.totals_ms) + 2)
+    assert log.count("a") - before == 2  # timed before: no second warm-up
     alone = timing.Contender(lambda: None)
     timing.time_side_by_side([alone], warmup=0, iters=7)
     assert len(alone.totals_ms) == 7  # alone: exactly --iters, nothing discarded

@@ -147,7 +147,8 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
                                                 note=f"static batch {backend.fixed_batch}; export with --batch dynamic")
                 else:
                     timed.append((name, det, gmacs, backend_contender(backend, b)))
-            time_side_by_side([t[3] for t in timed] + [reference], opts.warmup, opts.iters, opts.min_time)
+            if timed:
+                time_side_by_side([t[3] for t in timed] + [reference], opts.warmup, opts.iters, opts.min_time)
             for name, det, gmacs, contender in timed:
                 stats, stages = contender.stats()
                 results[name, b] = BenchRow(name, det.backend.describe(), b, stats, stages,
@@ -161,7 +162,8 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
                 from dualkd_edge.evaluation import evaluate
 
                 accuracy[name] = evaluate(det, discover_all([opts.val]), progress=False).mean_row()
-    machine["reference_matmul_gflops"] = reference_flops / (reference.stats()[0].p50_ms / 1e3) / 1e9
+    if reference.totals_ms:
+        machine["reference_matmul_gflops"] = reference_flops / (reference.stats()[0].p50_ms / 1e3) / 1e9
     rows = [results[str(path), b] for path in models for b in opts.batches]
     return {"machine": machine, "options": {"batches": opts.batches, "warmup": opts.warmup, "iters": opts.iters,
                                             "min_time": opts.min_time, "threads": opts.threads,
@@ -183,7 +185,7 @@ def end_to_end(detector, opts: BenchOptions) -> dict:
     if summary.frames == 0:
         raise UserError(f"--source: no frames could be read from {specs[0].name}")
     runs_before = len(model_only.totals_ms)
-    time_side_by_side([model_only], 0, 2 * runs_before, None)  # as many runs again, after
+    time_side_by_side([model_only], 0, 2 * runs_before, None)  # as many runs again, after (still warm)
     model_fps = 1000.0 / model_only.stats()[0].mean_ms
     return {"frames": summary.frames, "e2e_fps": summary.fps, "model_only_fps": model_fps,
             "ratio": summary.fps / model_fps, "stages_ms": summary.stages, "dropped": summary.to_dict()["dropped"]}

@@ -77,6 +77,8 @@ def time_side_by_side(contenders: list[Contender], warmup: int = 10, iters: int 
     round is not counted (it pays for the caches the others evicted, which a model running alone on a
     line camera does not), and a short pause before each round lets the others' threads go idle."""
     for c in contenders:
+        if c.totals_ms:  # timed before (another batch size's rounds): already warm and sized
+            continue
         warm = []
         for _ in range(max(warmup, 1)):  # one run at least, to size the rounds
             t0 = time.perf_counter()

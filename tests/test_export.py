@@ -181,8 +181,36 @@ def test_fp16_export_keeps_io_float32_and_norms_fp32(trained_run, tmp_path):
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in model.graph.output)
     fp16_inits = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
     assert len(fp16_inits) > 20
+    onnx.checker.check_model(model, full_check=True)  # topologically sorted, as TensorRT's parser needs
+    producer = {o: n for n in model.graph.node for o in n.output}
+    round_trips = [n.name for n in model.graph.node if n.op_type == "Cast" and n.input[0] in producer
+                   and producer[n.input[0]].op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT]
+    assert round_trips == []  # FP32-kept nodes hand FP32 tensors to each other, never through FP16
     if result.verified:
         assert all(d.ok for d in result.differences)
+
+
+def test_fp16_conversion_keeps_fp32_chains_out_of_fp16_range():
+    """Squared norms in the scoring exceed FP16's 65504: between FP32-kept nodes they must stay FP32."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from dualkd_edge.export.fp16 import to_mixed_fp16
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.eye(4, dtype=np.float32).ravel().tolist())
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["f"], name="/model/proj/MatMul"),
+             helper.make_node("Mul", ["f", "f"], ["sq"], name="/scoring/Mul"),
+             helper.make_node("ReduceSum", ["sq"], ["ss"], name="/scoring/ReduceSum", keepdims=1),
+             helper.make_node("Sqrt", ["ss"], ["norm"], name="/scoring/Sqrt")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("norm", TensorProto.FLOAT, [1, 1])], [w])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    mixed = to_mixed_fp16(model)
+    onnx.checker.check_model(mixed, full_check=True)
+    assert any(i.data_type == TensorProto.FLOAT16 for i in mixed.graph.initializer)  # the MatMul is FP16
+    sess = ort.InferenceSession(mixed.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.full((1, 4), 300.0, np.float32)  # squares 9e4 > 65504
+    assert sess.run(None, {"x": x})[0][0, 0] == pytest.approx(600.0, rel=1e-3)
 
 
 def test_cli_export_quantize_and_errors(trained_run, small_dataset, tmp_path):

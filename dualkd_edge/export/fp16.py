@@ -28,9 +28,72 @@ def to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # The converter logs every shared initializer at INFO; its casts are correct either way.
     logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.WARNING)
 
-    return convert_float_to_float16(
+    mixed = convert_float_to_float16(
         model,
         keep_io_types=True,
         op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | FP32_OPS),
         node_block_list=fp32_nodes(model),
     )
+    return drop_fp16_round_trips(mixed)
+
+
+def drop_fp16_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove Cast(to fp16) -> Cast(to fp32) pairs. The converter puts one between two FP32-kept
+    nodes that follow each other, and before each float32 output, so FP32 tensors pass through FP16
+    anyway: the scoring's squared feature norms (~1e5 on real images) overflowed to inf there and
+    scores came out 1.0."""
+    FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+    def cast_to(node: onnx.NodeProto) -> int | None:
+        if node.op_type != "Cast":
+            return None
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    graph_outputs = {o.name for o in graph.output}
+    renamed: dict[str, str] = {}  # fp32 tensor coming out of a round trip -> the fp32 tensor before it
+    dropped: set[int] = set()
+    for node in graph.node:
+        first = producer.get(node.input[0]) if cast_to(node) == FLOAT else None
+        if first is None or cast_to(first) != FLOAT16:
+            continue
+        before = producer.get(first.input[0])
+        if before is not None and cast_to(before) == FLOAT16:
+            continue  # not an FP32 tensor before the first cast
+        if node.output[0] in graph_outputs:  # keep the output's name: an identity from the FP32 tensor
+            node.op_type, node.input[0] = "Identity", first.input[0]
+            del node.attribute[:]
+        else:
+            renamed[node.output[0]] = first.input[0]
+            dropped.add(id(node))
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    keep = [n for n in graph.node if id(n) not in dropped]
+    used = {i for n in keep for i in n.input} | graph_outputs
+    keep = [n for n in keep if not (cast_to(n) == FLOAT16 and n.output[0] not in used)]
+    del graph.node[:]
+    graph.node.extend(topological_order(keep, graph))
+    return model
+
+
+def topological_order(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes in an order where every input is produced before it is used (ONNX requires it; the
+    converter appends its input casts at the end, which TensorRT's parser and onnx's checker reject).
+    Stable: nodes already in order keep it."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(nodes), []
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise ValueError(f"graph has a cycle or a missing input at node {waiting[0].name}")
+        pending = waiting
+    return ordered

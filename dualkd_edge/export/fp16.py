@@ -34,6 +34,9 @@ def to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | FP32_OPS),
         node_block_list=fp32_nodes(model),
     )
+    ordered = topological_order(list(mixed.graph.node), mixed.graph)  # types are inferred in order
+    del mixed.graph.node[:]
+    mixed.graph.node.extend(ordered)
     return drop_fp16_round_trips(mixed)
 
 
@@ -51,6 +54,9 @@ def drop_fp16_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
 
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    elem_type = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.input]}
+    elem_type.update({i.name: i.data_type for i in inferred.initializer})
     graph_outputs = {o.name for o in graph.output}
     renamed: dict[str, str] = {}  # fp32 tensor coming out of a round trip -> the fp32 tensor before it
     dropped: set[int] = set()
@@ -58,9 +64,8 @@ def drop_fp16_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
         first = producer.get(node.input[0]) if cast_to(node) == FLOAT else None
         if first is None or cast_to(first) != FLOAT16:
             continue
-        before = producer.get(first.input[0])
-        if before is not None and cast_to(before) == FLOAT16:
-            continue  # not an FP32 tensor before the first cast
+        if elem_type.get(first.input[0]) != FLOAT:
+            continue  # e.g. an int64 shape cast to FP16 and back: a real conversion, not a round trip
         if node.output[0] in graph_outputs:  # keep the output's name: an identity from the FP32 tensor
             node.op_type, node.input[0] = "Identity", first.input[0]
             del node.attribute[:]
@@ -75,7 +80,7 @@ def drop_fp16_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
     used = {i for n in keep for i in n.input} | graph_outputs
     keep = [n for n in keep if not (cast_to(n) == FLOAT16 and n.output[0] not in used)]
     del graph.node[:]
-    graph.node.extend(topological_order(keep, graph))
+    graph.node.extend(keep)  # still in order: inputs were only redirected to earlier tensors
     return model
 
 

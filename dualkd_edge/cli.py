@@ -121,7 +121,7 @@ def quantize(
     model: Path = typer.Argument(..., help="FP32 ONNX file from `dualkd-edge export`"),
     calib: Path = typer.Option(Path("calib_data"), "--calib", help="folder of normal calibration images"),
     out: Path = typer.Option(..., "--out", help="INT8 (Q/DQ) ONNX file to write"),
-    method: str = typer.Option("minmax", "--method", help="minmax | entropy | percentile"),
+    method: str = typer.Option("minmax", "--method", help="minmax | entropy (KL over 2048-bin histograms, minutes) | percentile"),
     samples: int = typer.Option(256, "--samples", help="calibration images to use"),
     target: str = typer.Option("tensorrt", "--target", help="tensorrt: symmetric INT8 activations (TensorRT) | cpu: UINT8 activations (ONNX Runtime CPU fast path)"),
     val: Optional[Path] = typer.Option(None, "--val", help="labelled test data (MVTec layout) for the accuracy gate"),

@@ -218,6 +218,41 @@ def test_fp16_conversion_keeps_fp32_chains_out_of_fp16_range():
     assert sess.run(None, {"x": x})[0][0, 0] == pytest.approx(600.0, rel=1e-3)
 
 
+def test_entropy_calibration_clips_outliers_where_minmax_does_not(tmp_path):
+    """`--method entropy` must not fall back to the full range (quantize_static's own entropy
+    calibrator does, with as many histogram bins as quantized bins)."""
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from dualkd_edge.export.quantize import _entropy_ranges
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 8], np.eye(8, dtype=np.float32).ravel().tolist())
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [w])
+    path = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((1, 8)).astype(np.float32) for _ in range(200)]
+    batches[0][0, 0] = 40.0  # one outlier, 40 sigma out
+
+    class Feed:  # the CalibrationDataReader protocol ONNX Runtime reads
+        def __init__(self) -> None:
+            self.i = 0
+
+        def get_next(self):
+            self.i += 1
+            return {"x": batches[self.i - 1]} if self.i <= len(batches) else None
+
+        def rewind(self) -> None:
+            self.i = 0
+
+    ranges = load_tensors_data(_entropy_ranges(path, Feed(), tmp_path, symmetric=True)).data["x"]
+    lo, hi = float(np.asarray(ranges.range_value[0])), float(np.asarray(ranges.range_value[1]))
+    # the bulk kept, the 40-sigma outlier clipped (minmax gives 40; the quantizer symmetrises the range)
+    assert 2.0 < max(-lo, hi) < 20.0
+
+
 def test_cli_export_quantize_and_errors(trained_run, small_dataset, tmp_path):
     out = tmp_path / "cli.onnx"
     proc = run_cli("export", trained_run, "--out", out)

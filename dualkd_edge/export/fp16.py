@@ -59,7 +59,7 @@ def drop_fp16_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
     elem_type.update({i.name: i.data_type for i in inferred.initializer})
     graph_outputs = {o.name for o in graph.output}
     renamed: dict[str, str] = {}  # fp32 tensor coming out of a round trip -> the fp32 tensor before it
-    dropped: set[int] = set()
+    dropped: set[str] = set()  # by output name: protobuf wrappers are not stable objects to id()
     for node in graph.node:
         first = producer.get(node.input[0]) if cast_to(node) == FLOAT else None
         if first is None or cast_to(first) != FLOAT16:
@@ -71,12 +71,12 @@ def drop_fp16_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
             del node.attribute[:]
         else:
             renamed[node.output[0]] = first.input[0]
-            dropped.add(id(node))
+            dropped.add(node.output[0])
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name in renamed:
                 node.input[i] = renamed[name]
-    keep = [n for n in graph.node if id(n) not in dropped]
+    keep = [n for n in graph.node if n.output[0] not in dropped]
     used = {i for n in keep for i in n.input} | graph_outputs
     keep = [n for n in keep if not (cast_to(n) == FLOAT16 and n.output[0] not in used)]
     del graph.node[:]

@@ -30,7 +30,7 @@ TARGETS = {
 def prepare(preset: str, steps: int, work: Path, data: Path, video: Path) -> dict[str, Path]:
     from dualkd_edge.calibration_images import sample_calibration_set
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-    from dualkd_edge.export.quantize import quantize_int8
+    from dualkd_edge.compile.quantize import quantize_int8
     from dualkd_edge.train.loop import TrainConfig, train
 
     run = work / f"{preset}-run"
@@ -50,12 +50,13 @@ def prepare(preset: str, steps: int, work: Path, data: Path, video: Path) -> dic
     try:  # TensorRT rows where it exists
         import tensorrt  # noqa: F401
 
-        from dualkd_edge.export.tensorrt_build import BuildOptions, build_engine
+        from dualkd_edge.compile.build_plan import BuildOptions
+        from dualkd_edge.compile.tensorrt_build import build_engine
 
         int8_trt = quantize_int8(fp32, calib, work / f"{preset}.int8-trt.onnx", "minmax", 64).path
         for precision, src in (("fp16", fp32), ("int8", int8_trt)):
             engine = work / f"{preset}.{precision}.engine"
-            build_engine(src, engine, BuildOptions(precision=precision, batch="1:4:8"))
+            build_engine(src, engine, BuildOptions(precision=precision, batch="1:4:8", calib=calib))
             models[f"trt_{precision}"] = engine
     except ImportError:
         logging.getLogger("dualkd_edge").info("TensorRT not installed: no TensorRT rows")

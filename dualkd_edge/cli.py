@@ -21,6 +21,10 @@ app = typer.Typer(
 )
 
 Device = typer.Option("auto", "--device", help="auto | cpu | cuda (PyTorch run directories)")
+EngineOnnx = typer.Option(None, "--onnx", help="for a TensorRT engine built outside dualkd-edge (trtexec): the ONNX file it "
+                          "was built from; its metadata is used and the engine's sidecar written")
+CudaGraph = typer.Option(False, "--cuda-graph", help="TensorRT engines with a static batch: replay the inference as "
+                         "a CUDA graph (less launch overhead)")
 
 
 @app.command()
@@ -84,6 +88,7 @@ def eval_(
     normal_classes: Optional[str] = typer.Option(None, "--normal-classes", help="class-folder layout: comma-separated normal classes; all others are anomalies"),
     batch_size: int = typer.Option(8, "--batch-size"),
     device: str = Device,
+    onnx: Optional[Path] = EngineOnnx,
 ) -> None:
     """Image AUROC / AP / F1-max and pixel AUROC / AUPRO per category, several models side by side."""
     from dualkd_edge.commands.eval_cmd import run
@@ -95,7 +100,7 @@ def eval_(
     if worst < 1 or batch_size < 1:
         raise UserError("--worst and --batch-size must be >= 1")
     run(list(paths[:-1]), [paths[-1]], json_out, markdown, per_image, tune_threshold, max_fpr,
-        save_overlays, worst, normal_classes, batch_size, device)
+        save_overlays, worst, normal_classes, batch_size, device, onnx=onnx)
 
 
 @app.command()
@@ -121,16 +126,31 @@ def quantize(
     model: Path = typer.Argument(..., help="FP32 ONNX file from `dualkd-edge export`"),
     calib: Path = typer.Option(Path("calib_data"), "--calib", help="folder of normal calibration images"),
     out: Path = typer.Option(..., "--out", help="INT8 (Q/DQ) ONNX file to write"),
-    method: str = typer.Option("minmax", "--method", help="minmax | entropy (KL over 2048-bin histograms, minutes) | percentile"),
+    method: str = typer.Option("minmax", "--method", help="minmax | percentile | entropy (KL over 2048-bin histograms, "
+                               "minutes) | auto (with --val: the gate picks between minmax and percentile)"),
     samples: int = typer.Option(256, "--samples", help="calibration images to use"),
-    target: str = typer.Option("tensorrt", "--target", help="tensorrt: symmetric INT8 activations (TensorRT) | cpu: UINT8 activations (ONNX Runtime CPU fast path)"),
-    val: Optional[Path] = typer.Option(None, "--val", help="labelled test data (MVTec layout) for the accuracy gate"),
+    target: str = typer.Option("tensorrt", "--target", help="tensorrt: symmetric INT8, FP16 in between (TensorRT) | "
+                               "cpu: UINT8 activations, FP32 in between (ONNX Runtime CPU fast path)"),
+    val: Optional[Path] = typer.Option(None, "--val", help="labelled data (MVTec layout) for the accuracy gate and "
+                                       "the mixed-precision search"),
     max_drop: float = typer.Option(0.5, "--max-drop", help="largest allowed AUROC drop in points (image and pixel)"),
+    max_disagree: Optional[float] = typer.Option(None, "--max-disagree", help="largest share of images whose OK/NG "
+                                                 "decision may change (default 0.03)"),
+    keep_float: Optional[str] = typer.Option(None, "--keep-float", help="auto (default with --val: return the most "
+                                             "sensitive layer groups to float until the gate passes) | none | "
+                                             "group names, e.g. teacher.blocks.0,ee_student"),
+    smooth: Optional[float] = typer.Option(None, "--smooth", help="SmoothQuant alpha (e.g. 0.5): move activation "
+                                           "outliers into the weights, folded into the LayerNorms"),
+    high_precision: Optional[str] = typer.Option(None, "--high-precision", help="what the unquantized layers run in: "
+                                                 "fp16 (default for --target tensorrt) | fp32 (default for cpu)"),
 ) -> None:
-    """Static INT8 quantization (Q/DQ, per-channel) with an accuracy gate against the FP32 model."""
-    from dualkd_edge.commands.export_cmd import run_quantize
+    """Static INT8 (Q/DQ, per-channel) with accuracy-driven mixed precision and a gate against FP32."""
+    from dualkd_edge.commands.export_cmd import QuantizeRequest, run_quantize
 
-    raise typer.Exit(run_quantize(model, calib, out, method, samples, val, max_drop, target))
+    if method not in ("minmax", "percentile", "entropy", "auto"):
+        raise UserError(f"--method: expected minmax, percentile, entropy or auto, got {method!r}")
+    raise typer.Exit(run_quantize(QuantizeRequest(model, calib, out, method, samples, target, high_precision, val,
+                                                  max_drop, max_disagree, keep_float, smooth)))
 
 
 @app.command(name="calib-sample")
@@ -157,13 +177,57 @@ def build(
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="timing cache file, read and updated"),
     dla: Optional[int] = typer.Option(None, "--dla", help="DLA core (Jetson Orin/Xavier), with GPU fallback"),
     opt_level: int = typer.Option(3, "--opt-level", help="builder optimization level 0..5"),
+    calib_cache: Optional[Path] = typer.Option(None, "--calib-cache", help="INT8 calibration cache to read/write "
+                                               "(default: beside the engine, named after the model's content)"),
+    no_check: bool = typer.Option(False, "--no-check", help="skip the offline TensorRT rules (`dualkd-edge check`)"),
+    cuda_graph: bool = CudaGraph,
     print_trtexec: bool = typer.Option(False, "--print-trtexec", help="print the equivalent trtexec command"),
 ) -> None:
-    """Build a TensorRT engine (strongly typed on TensorRT >= 10.12, builder flags before)."""
+    """Build a TensorRT engine (strongly typed; implicit INT8 calibration only before TensorRT 10.12),
+    then compare it with its ONNX on real images before it replaces --out."""
     from dualkd_edge.commands.build_cmd import run_build
-    from dualkd_edge.export.tensorrt_build import BuildOptions
+    from dualkd_edge.compile.build_plan import BuildOptions
 
-    run_build(model, out, BuildOptions(precision, calib, batch, workspace, timing_cache, dla, opt_level), print_trtexec)
+    raise typer.Exit(run_build(model, out, BuildOptions(precision, calib, batch, workspace, timing_cache, dla, opt_level,
+                                                        calib_cache, not no_check, cuda_graph), print_trtexec))
+
+
+@app.command()
+def check(
+    model: Path = typer.Argument(..., help="ONNX file to check"),
+    tensorrt: str = typer.Option("all", "--tensorrt", help="10.3 | 10.13 | 11 | all, or a version like 10.3.0.30"),
+    dla: bool = typer.Option(False, "--dla", help="also DLA's rules (static shapes, FP16/INT8, TensorRT <= 10.7)"),
+) -> None:
+    """TensorRT's ONNX-parser and builder rules, offline: one line per violation (exit 1), silence when clean."""
+    from dualkd_edge.commands.check_cmd import run_check
+
+    raise typer.Exit(run_check(model, tensorrt, dla))
+
+
+@app.command()
+def compare(
+    models: List[Path] = typer.Argument(..., help="A B [C ...]: run directories, .onnx files or engines; each is "
+                                        "compared with the first"),
+    images: Path = typer.Option(..., "--images", help="folder of images; an MVTec-style dataset adds the AUROC of each"),
+    atol: Optional[float] = typer.Option(None, "--atol", help="largest absolute difference of any output (default: "
+                                         "by precision; INT8 is judged by decisions and AUROC only)"),
+    max_disagree: Optional[float] = typer.Option(None, "--max-disagree", help="largest share of images whose OK/NG "
+                                                 "decision may differ (default 0, INT8 0.03)"),
+    max_auroc_drop: Optional[float] = typer.Option(None, "--max-auroc-drop", help="largest image AUROC drop in points "
+                                                   "on labelled images (default 0.5)"),
+    max_images: int = typer.Option(200, "--max-images", help="images to use at most (spread over the folder)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the comparison as JSON"),
+    providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
+    device: str = Device,
+    onnx: Optional[Path] = EngineOnnx,
+    cuda_graph: bool = CudaGraph,
+) -> None:
+    """Polygraphy-style comparison of artifacts on real images: output differences, NaN/inf, score ranking,
+    OK/NG agreement, AUROC; exit 1 past the tolerances."""
+    from dualkd_edge.commands.compare_cmd import run_compare
+
+    raise typer.Exit(run_compare(list(models), images, atol, max_disagree, max_auroc_drop, max_images, json_out,
+                                 providers, device, onnx, cuda_graph))
 
 
 @app.command()
@@ -182,6 +246,8 @@ def infer(
     retries: int = typer.Option(5, "--retries", help="reconnection attempts for a lost live stream"),
     providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
     device: str = Device,
+    onnx: Optional[Path] = EngineOnnx,
+    cuda_graph: bool = CudaGraph,
 ) -> None:
     """Run the model on cameras, streams, videos or folders: JSONL, overlays, per-stage latency."""
     from dualkd_edge.commands.infer_cmd import run_infer
@@ -190,7 +256,7 @@ def infer(
 
     opts = StreamOptions(out, jsonl, save_video, save_images, show, threshold, batch, max_frames, fps_limit,
                          RetryPolicy(max_retries=retries))
-    raise typer.Exit(run_infer(model, source, opts, providers, device))
+    raise typer.Exit(run_infer(model, source, opts, providers, device, onnx=onnx, cuda_graph=cuda_graph))
 
 
 @app.command()
@@ -208,11 +274,14 @@ def bench(
     csv_out: Optional[Path] = typer.Option(None, "--csv"),
     markdown: Optional[Path] = typer.Option(None, "--markdown"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG with latency percentiles and throughput (matplotlib)"),
+    onnx: Optional[Path] = EngineOnnx,
+    cuda_graph: bool = CudaGraph,
 ) -> None:
     """Latency and throughput per model and batch size, machine description, end-to-end ratio."""
     from dualkd_edge.commands.bench_cmd import run_bench
 
-    run_bench(models, batch, warmup, iters, min_time, threads, providers, source, val, json_out, csv_out, markdown, plot)
+    run_bench(models, batch, warmup, iters, min_time, threads, providers, source, val, json_out, csv_out, markdown, plot,
+              onnx=onnx, cuda_graph=cuda_graph)
 
 
 def main() -> None:

@@ -34,24 +34,30 @@ class Prediction:
 
 
 def open_backend(path: str | Path, device: str = "auto", providers: Sequence[str] | None = None,
-                 **options: object) -> Backend:
-    """Pick the backend by what `path` is: run directory, .onnx file or TensorRT engine."""
+                 threads: int | None = None, cuda_graph: bool = False, onnx: Path | None = None) -> Backend:
+    """Pick the backend by what `path` is: run directory, .onnx file or TensorRT engine.
+    `providers`/`threads` are for ONNX files; `cuda_graph` and `onnx` (the file an engine built with
+    trtexec came from) for engines."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"MODEL: not found: {path}")
+    suffix = path.suffix.lower()
+    if cuda_graph and suffix not in ENGINE_SUFFIXES:
+        raise UserError(f"--cuda-graph: replays TensorRT engines only; {path} is not one")
+    if onnx is not None and suffix not in ENGINE_SUFFIXES:
+        raise UserError(f"--onnx: names the source of a TensorRT engine; {path} is not an engine")
     if path.is_dir():
         from dualkd_edge.runtime.torch_backend import TorchBackend
 
         return TorchBackend(path, device=device)
-    suffix = path.suffix.lower()
     if suffix == ".onnx":
         from dualkd_edge.runtime.onnx_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, providers=providers, **options)  # type: ignore[arg-type]
+        return OnnxRuntimeBackend(path, providers=providers, threads=threads)
     if suffix in ENGINE_SUFFIXES:
         from dualkd_edge.runtime.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(path, **options)  # type: ignore[arg-type]
+        return TensorRTBackend(path, cuda_graph=cuda_graph, onnx=onnx)
     raise UserError(f"MODEL: {path} is not a run directory, .onnx file or TensorRT engine "
                     f"({', '.join(ENGINE_SUFFIXES)})")
 
@@ -66,7 +72,8 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", providers: Sequence[str] | None = None,
              threshold: float | None = None, **options: object) -> "Detector":
-        return cls(open_backend(path, device=device, providers=providers, **options), threshold)
+        """`options`: threads (ONNX Runtime), cuda_graph and onnx (engines); see `open_backend`."""
+        return cls(open_backend(path, device=device, providers=providers, **options), threshold)  # type: ignore[arg-type]
 
     @property
     def meta(self) -> ArtifactMetadata:

@@ -28,7 +28,7 @@ def _check_binary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return labels, scores
 
 
-def _rank_with_ties(scores: np.ndarray) -> np.ndarray:
+def rank_with_ties(scores: np.ndarray) -> np.ndarray:
     order = np.argsort(scores, kind="mergesort")
     sorted_scores = scores[order]
     ranks = np.empty(len(scores), dtype=np.float64)
@@ -41,10 +41,18 @@ def _rank_with_ties(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (tied values share their average rank)."""
+    ra, rb = rank_with_ties(np.asarray(a, float)), rank_with_ties(np.asarray(b, float))
+    if ra.std() == 0 or rb.std() == 0:
+        return 1.0 if np.array_equal(ra, rb) else 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with tied ranks averaged)."""
     labels, scores = _check_binary(labels, scores)
-    ranks = _rank_with_ties(scores)
+    ranks = rank_with_ties(scores)
     n_pos = labels.sum()
     n_neg = len(labels) - n_pos
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

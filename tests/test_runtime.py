@@ -47,8 +47,8 @@ def test_engine_sidecar_compatibility(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
     gpu = {"name": "Orin", "compute_capability": "8.7"}
-    write_sidecar(engine, tensorrt_version="10.3.0.30", gpu=gpu, precision="fp16", path_taken="weak-typed",
-                  build_options={}, metadata={"a": 1})
+    write_sidecar(engine, {"tensorrt_version": "10.3.0.30", "gpu": gpu, "precision": "fp16",
+                           "path_taken": "strongly-typed", "build_options": {}, "metadata": {"a": 1}})
     side = read_sidecar(engine)
     check_compatible(engine, side, "10.3.0.30", gpu)
     with pytest.raises(UserError, match="TensorRT 10.3.0.30 .here 10.13.0.*rebuild"):
@@ -62,14 +62,14 @@ def test_engine_sidecar_compatibility(tmp_path):
 
 def test_calibration_batches_match_inference_preprocessing(onnx_model, small_dataset, tmp_path):
     from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.export.calibration_batches import CalibrationBatcher
+    from dualkd_edge.compile.calibration_batches import CalibrationBatches
     from dualkd_edge.model_files import read_metadata
     from dualkd_edge.preprocess import prepare_batch
     from dualkd_edge.fileio import read_image
 
     files = sample_calibration_set([small_dataset], 10, tmp_path / "calib")
     meta = read_metadata(onnx_model)
-    batcher = CalibrationBatcher(tmp_path / "calib", meta.input, batch_size=4)
+    batcher = CalibrationBatches.from_folder(tmp_path / "calib", meta.input, batch_size=4)
     assert len(batcher) == len(files) // 4
     first = batcher.next_batch()
     assert first.shape == (4, 3, 112, 112) and first.dtype == np.float32 and first.flags.c_contiguous
@@ -81,25 +81,6 @@ def test_calibration_batches_match_inference_preprocessing(onnx_model, small_dat
     assert len(batches) == len(batcher)
     batcher.reset()
     np.testing.assert_array_equal(batcher.next_batch(), first)
-
-
-def test_trtexec_command_and_build_options():
-    from pathlib import Path
-
-    from dualkd_edge.errors import UserError
-    from dualkd_edge.export.tensorrt_build import BuildOptions, trtexec_command, uses_strong_typing
-
-    assert uses_strong_typing("10.12.0.36") and uses_strong_typing("11.0.0") and not uses_strong_typing("10.3.0.30")
-    shapes = ((1, 3, 224, 224), (4, 3, 224, 224), (8, 3, 224, 224))
-    cmd = trtexec_command(Path("m.onnx"), Path("m.engine"), BuildOptions("int8", calib_cache=Path("c.cache"),
-                                                                        dla_core=0), shapes, strong=False)
-    assert "--int8 --calib=c.cache" in cmd and "--minShapes=images:1x3x224x224" in cmd
-    assert "--maxShapes=images:8x3x224x224" in cmd and "--useDLACore=0 --allowGPUFallback" in cmd
-    assert "--stronglyTyped" in trtexec_command(Path("m.onnx"), Path("m.engine"), BuildOptions(), shapes, strong=True)
-    for bad in (BuildOptions(batch="4:2:8"), BuildOptions(batch="x"), BuildOptions(precision="int4"),
-                BuildOptions(precision="fp32", dla_core=0)):
-        with pytest.raises(UserError):
-            bad.validate()
 
 
 def test_build_errors_without_tensorrt(onnx_model, tmp_path):
@@ -121,7 +102,8 @@ def test_build_errors_without_tensorrt(onnx_model, tmp_path):
     fake.write_text("hello")
     assert_one_line_error(run_cli("build", fake, "--out", tmp_path / "m.engine"), "not a readable ONNX file")
     proc = run_cli("build", onnx_model, "--out", tmp_path / "m.engine", "--print-trtexec", "--batch", "1:4:8")
-    assert proc.returncode == 0 and "--stronglyTyped" in proc.stdout and "--fp16" in proc.stdout
+    assert proc.returncode == 0 and proc.stdout.count("--stronglyTyped") == 2, proc.stdout
+    assert "export with --precision fp16 and pass that file" in proc.stdout
 
 
 def _tensorrt_usable() -> bool:
@@ -141,7 +123,8 @@ def _tensorrt_usable() -> bool:
 def test_tensorrt_engine_matches_onnxruntime(onnx_model, tmp_path, precision):
     from dualkd_edge import Detector
     from dualkd_edge.data.synth import render_part
-    from dualkd_edge.export.tensorrt_build import BuildOptions, build_engine
+    from dualkd_edge.compile.build_plan import BuildOptions
+    from dualkd_edge.compile.tensorrt_build import build_engine
 
     engine = tmp_path / f"m.{precision}.engine"
     build_engine(onnx_model, engine, BuildOptions(precision=precision, batch="1:2:4", workspace_gib=1))
@@ -161,7 +144,7 @@ def test_engine_without_sidecar_is_a_clear_error(tmp_path):
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\x00" * 16)
-    with pytest.raises(UserError, match="sidecar m.engine.json is missing"):
+    with pytest.raises(UserError, match="sidecar m.engine.json is missing .built with trtexec.*--onnx"):
         Detector.load(engine)
 
 
@@ -204,6 +187,6 @@ def test_onnx_backend_equals_torch_backend(trained_run, onnx_model):
         with open_backend(path, device="cpu") as backend:
             outs.append(backend.infer(prepare_batch(images, backend.meta.input)))
             assert backend.last_timings["total_ms"] > 0
-    from dualkd_edge.export.verify import FP32_TOLERANCE, compare_outputs
+    from dualkd_edge.comparison import FP32_TOLERANCE, compare_outputs
 
     assert all(d.ok for d in compare_outputs(outs[0], outs[1], FP32_TOLERANCE))

@@ -17,6 +17,15 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _tensorrt_version() -> str | None:
+    """From the module itself: JetPack installs TensorRT's bindings with apt, without pip metadata."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return getattr(tensorrt, "__version__", None)
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -62,7 +71,7 @@ def describe_machine() -> dict:
         "numpy": _version("numpy"),
         "onnxruntime": ort.__version__,
         "onnxruntime_providers": ort.get_available_providers(),
-        "tensorrt": _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt_libs"),
+        "tensorrt": _tensorrt_version(),
         "torch": _version("torch"),
         "opencv": _version("opencv-python-headless") or _version("opencv-python"),
     }

@@ -29,6 +29,8 @@ class BenchOptions:
     source_frames: int = 300
     val: Path | None = None
     camera_size: tuple[int, int] = (480, 640)  # the frame size pre/post-processing is timed at
+    engine_onnx: Path | None = None  # the ONNX a trtexec-built engine came from
+    cuda_graph: bool = False  # replay static-shape engines as CUDA graphs
 
     def validate(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -70,7 +72,7 @@ class BenchRow:
 
 
 def open_for_bench(path: Path, opts: BenchOptions):
-    from dualkd_edge.detector import open_backend
+    from dualkd_edge.detector import ENGINE_SUFFIXES, open_backend
 
     if Path(path).is_dir():
         backend = open_backend(path, device="cpu" if opts.providers in (None, ["cpu"]) else "auto")
@@ -79,7 +81,9 @@ def open_for_bench(path: Path, opts: BenchOptions):
 
             torch.set_num_threads(opts.threads)
         return backend
-    return open_backend(path, providers=opts.providers, threads=opts.threads)
+    is_engine = Path(path).suffix.lower() in ENGINE_SUFFIXES
+    return open_backend(path, providers=opts.providers, threads=opts.threads,
+                        cuda_graph=opts.cuda_graph and is_engine, onnx=opts.engine_onnx if is_engine else None)
 
 
 def model_gmacs(path: Path, meta) -> float | None:

@@ -18,7 +18,7 @@ def parse_batches(text: str) -> list[int]:
 
 
 def run_bench(models, batch, warmup, iters, min_time, threads, providers, source, val, json_out, csv_out,
-              markdown, plot) -> dict:
+              markdown, plot, onnx=None, cuda_graph: bool = False) -> dict:
     from dualkd_edge.bench.report import to_text, write_reports
     from dualkd_edge.bench.runner import BenchOptions, bench_models
 
@@ -29,7 +29,8 @@ def run_bench(models, batch, warmup, iters, min_time, threads, providers, source
             raise UserError("--plot needs matplotlib: pip install 'dualkd-edge[plot]'") from None
     opts = BenchOptions(batches=parse_batches(batch), warmup=warmup,
                         iters=iters if iters is not None or min_time is not None else 50, min_time=min_time,
-                        threads=threads, providers=providers, source=source, val=Path(val) if val else None)
+                        threads=threads, providers=providers, source=source, val=Path(val) if val else None,
+                        engine_onnx=onnx, cuda_graph=cuda_graph)
     report = bench_models([Path(m) for m in models], opts)
     print(to_text(report))
     write_reports(report, {}, json_out, csv_out, markdown, plot)

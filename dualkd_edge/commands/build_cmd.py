@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dualkd_edge.errors import UserError
 from dualkd_edge.detector import ENGINE_SUFFIXES
+from dualkd_edge.errors import UserError
+
+# Without TensorRT, --print-trtexec shows both paths: before and from 10.12 (weak typing deprecated).
+REPRESENTATIVE_VERSIONS = {"TensorRT < 10.12 (JetPack 6: 10.3)": "10.3.0", "TensorRT >= 10.12 and 11": "10.13.0"}
 
 
-def run_build(model: Path, out: Path, opts, print_trtexec: bool) -> None:
-    from dualkd_edge.export.tensorrt_build import build_engine, input_shapes, trtexec_command, uses_strong_typing
+def run_build(model: Path, out: Path, opts, print_trtexec: bool) -> int:
+    """Exit code: 0, or 1 when the engine disagreed with its ONNX (it is then set aside)."""
+    from dualkd_edge.compile.tensorrt_build import build_engine
     from dualkd_edge.model_files import load_onnx_model, onnx_metadata
 
     opts.validate()
@@ -19,25 +23,55 @@ def run_build(model: Path, out: Path, opts, print_trtexec: bool) -> None:
         raise UserError(f"MODEL: {model} is not an .onnx file (export one with `dualkd-edge export`)")
     if out.suffix.lower() not in ENGINE_SUFFIXES:
         raise UserError(f"--out: expected an engine file name ending in {', '.join(ENGINE_SUFFIXES)}, got {out}")
+    if opts.calib is not None and not opts.calib.is_dir():
+        raise UserError(f"--calib: not a folder: {opts.calib}")
     proto = load_onnx_model(model)
     meta = onnx_metadata(proto, model)
     if print_trtexec:
         try:
             import tensorrt
 
-            strong_options = [uses_strong_typing(tensorrt.__version__)]
+            versions = {f"TensorRT {tensorrt.__version__}": tensorrt.__version__}
         except ImportError:
-            strong_options = [True, False]
-        dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
-        shapes = input_shapes(meta, opts, dim0.dim_value if dim0.HasField("dim_value") else None)
-        for strong in strong_options:
-            label = "TensorRT >= 10.12" if strong else "TensorRT < 10.12 (JetPack 6)"
-            print(f"# {label}\n{trtexec_command(model, out, opts, shapes, strong)}")
-            if strong and opts.precision != meta.export.get("precision", "fp32"):
-                print(f"# strongly typed: precision comes from the graph; for {opts.precision} pass the "
-                      "--precision fp16 export or the `dualkd-edge quantize` Q/DQ model as --onnx")
-        if len(strong_options) == 2:
-            return
+            versions = REPRESENTATIVE_VERSIONS
+        for label, version in versions.items():
+            print(f"# {label}")
+            print(trtexec_lines(model, out, opts, proto, meta, version))
+        if versions is REPRESENTATIVE_VERSIONS:
+            return 0
     result = build_engine(model, out, opts)
+    verdict = "agrees with" if result["comparison"]["passed"] else "DISAGREES with"
     print(f"built {result['engine']} with TensorRT {result['tensorrt_version']} ({result['path_taken']}) "
-          f"in {result['seconds']:.0f} s")
+          f"in {result['seconds']:.0f} s; the engine {verdict} {model.name}")
+    return 0 if result["comparison"]["passed"] else 1
+
+
+def trtexec_lines(model: Path, out: Path, opts, proto, meta, version: str) -> str:
+    """The trtexec command for this TensorRT version, with what trtexec cannot do said next to it."""
+    import copy
+
+    from dualkd_edge.compile.build_plan import (
+        calibration_cache_path, input_shapes, pinned_fp32_nodes, plan_build, trtexec_command,
+    )
+    from dualkd_edge.compile.tensorrt_build import static_batch_of
+
+    opts = copy.copy(opts)
+    try:
+        plan = plan_build(meta, opts, version, static_batch_of(proto), model)
+    except UserError as exc:
+        return f"# not possible: {exc}"
+    notes = []
+    if plan.graph == "to-fp16":
+        notes.append(f"# trtexec builds what the graph says: export with --precision fp16 and pass that file "
+                     f"instead of {model.name} (dualkd-edge build converts it itself)")
+    if plan.graph == "quantize":
+        notes.append(f"# trtexec builds what the graph says: pass the Q/DQ model of `dualkd-edge quantize "
+                     f"{model.name} --calib ...` (dualkd-edge build quantizes itself)")
+    if plan.calibrator:
+        opts.calib_cache = opts.calib_cache or calibration_cache_path(model, opts.calib, out)
+        if not Path(opts.calib_cache).is_file():
+            notes.append(f"# trtexec cannot calibrate from images: `dualkd-edge build --calib` writes "
+                         f"{opts.calib_cache} on the first build")
+    shapes = input_shapes(meta, opts, static_batch_of(proto))
+    command = trtexec_command(model, out, opts, shapes, plan, proto.graph.input[0].name, pinned_fp32_nodes(proto))
+    return "\n".join([*notes, command])

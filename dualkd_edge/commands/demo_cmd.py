@@ -96,7 +96,8 @@ def export_and_quantize(out: Path, data: Path) -> dict:
     from dualkd_edge.calibration_images import sample_calibration_set
     from dualkd_edge.detector import open_backend
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-    from dualkd_edge.export.quantize import accuracy_gate, quantize_int8
+    from dualkd_edge.compile.quantize import quantize_int8
+    from dualkd_edge.compile.accuracy_gate import accuracy_gate
 
     print("[4/6] exporting one fused ONNX graph, sampling calibration images, quantizing to INT8")
     exported = export_onnx(out / "run", out / "model.onnx", ExportOptions())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dualkd_edge.data.discovery import Category, discover_all
-from dualkd_edge.detector import Detector
+from dualkd_edge.detector import ENGINE_SUFFIXES, Detector
 from dualkd_edge.errors import UserError
 from dualkd_edge.evaluation import EvalReport, evaluate
 from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
@@ -114,7 +114,7 @@ def load_categories(data: list[Path], normal_classes: str | None) -> list[Catego
 def run(models: list[Path], data: list[Path], json_out: Path | None = None, markdown_out: Path | None = None,
         per_image: Path | None = None, tune: bool = False, max_fpr: float | None = None,
         overlays: Path | None = None, worst: int = 5, normal_classes: str | None = None,
-        batch_size: int = 8, device: str = "auto", progress: bool = True) -> list[EvalReport]:
+        batch_size: int = 8, device: str = "auto", progress: bool = True, onnx: Path | None = None) -> list[EvalReport]:
     for model_path in models:  # cheap checks first: a typo in MODEL should not wait for DATA
         if not Path(model_path).exists():
             raise UserError(f"MODEL: not found: {model_path}")
@@ -123,7 +123,7 @@ def run(models: list[Path], data: list[Path], json_out: Path | None = None, mark
         raise UserError("--tune-threshold: give exactly one MODEL")
     reports = []
     for model_path in models:
-        with Detector.load(model_path, device=device) as det:
+        with Detector.load(model_path, device=device, onnx=onnx if Path(model_path).suffix.lower() in ENGINE_SUFFIXES else None) as det:
             rep = evaluate(det, categories, batch_size=batch_size, progress=progress)
             rep.model = str(model_path)
             reports.append(rep)

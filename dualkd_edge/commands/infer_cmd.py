@@ -21,7 +21,8 @@ def format_summary(summary) -> str:
     return "\n".join(lines)
 
 
-def run_infer(model: Path, source: str, opts, providers, device: str) -> int:
+def run_infer(model: Path, source: str, opts, providers, device: str, onnx: Path | None = None,
+              cuda_graph: bool = False) -> int:
     """Exit code: 0, or 1 when a source failed or a stream was lost for good."""
     from dualkd_edge.detector import Detector
     from dualkd_edge.stream.pipeline import StreamRunner
@@ -29,7 +30,7 @@ def run_infer(model: Path, source: str, opts, providers, device: str) -> int:
 
     opts.validate()
     specs = parse_source(source)
-    with Detector.load(model, device=device, providers=providers) as det:
+    with Detector.load(model, device=device, providers=providers, onnx=onnx, cuda_graph=cuda_graph) as det:
         runner = StreamRunner(det, specs, opts)
         summary = runner.run()
     print(format_summary(summary))

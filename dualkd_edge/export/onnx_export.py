@@ -13,7 +13,7 @@ import numpy as np
 
 from dualkd_edge import __version__
 from dualkd_edge.errors import UserError
-from dualkd_edge.export.verify import FP16_TOLERANCE, FP32_TOLERANCE, Difference, compare_outputs, format_differences
+from dualkd_edge.comparison import FP16_TOLERANCE, FP32_TOLERANCE, OutputDiff, compare_outputs, format_differences
 from dualkd_edge.metadata import ArtifactMetadata
 from dualkd_edge.model_files import save_onnx_atomic, set_onnx_metadata
 from dualkd_edge.runtime.base import OUTPUT_NAMES
@@ -51,7 +51,7 @@ class ExportOptions:
 @dataclass
 class ExportResult:
     path: Path
-    differences: list[Difference]
+    differences: list[OutputDiff]
     seconds: float
     verified: bool
     note: str = ""
@@ -105,12 +105,9 @@ def simplify(proto):
     if any(n.domain not in ("", "ai.onnx") for n in simplified.graph.node):
         log.info("simplification introduced non-standard ops; keeping the traced graph")
         return proto
-    # ORT declares all of its own domains; keep only those the graph uses (TensorRT's parser and
-    # other runtimes need not know them).
-    used = {n.domain for n in simplified.graph.node} | {""}
-    keep = [o for o in simplified.opset_import if o.domain in used]
-    del simplified.opset_import[:]
-    simplified.opset_import.extend(keep)
+    from dualkd_edge.compile.qdq_fp16 import drop_unused_domains
+
+    drop_unused_domains(simplified)
     for key in ("producer_name", "producer_version", "doc_string"):
         setattr(simplified, key, getattr(proto, key))
     return simplified
@@ -161,7 +158,7 @@ def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
     new_meta.export["simplified"] = True
     proto = onnx.shape_inference.infer_shapes(proto)
     if opts.precision == "fp16":
-        from dualkd_edge.export.fp16 import to_mixed_fp16
+        from dualkd_edge.compile.fp16 import to_mixed_fp16
 
         proto = to_mixed_fp16(proto)
     proto.producer_name = "dualkd-edge"
@@ -188,7 +185,7 @@ def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
     return ExportResult(out, diffs, time.perf_counter() - t0, verified, note)
 
 
-def _verify(float_module, path: Path, meta: ArtifactMetadata, opts: ExportOptions) -> tuple[list[Difference], bool, str]:
+def _verify(float_module, path: Path, meta: ArtifactMetadata, opts: ExportOptions) -> tuple[list[OutputDiff], bool, str]:
     """Run the file with ONNX Runtime (CPU) and PyTorch on the same images and compare."""
     import torch
 

@@ -122,7 +122,9 @@ class InferenceModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.input_dtype == "uint8":
-            x = x.permute(0, 3, 1, 2).flip(1).float() * (1.0 / 255.0)  # NHWC BGR -> NCHW RGB
+            # Cast first: TensorRT takes UINT8 only as a network input straight into a Cast (no
+            # Transpose or Slice of UINT8 tensors).
+            x = x.float().permute(0, 3, 1, 2).flip(1) * (1.0 / 255.0)  # NHWC BGR -> NCHW RGB
             x = (x - self.mean) * self.inv_std
         out = self.scoring(self.model(x))
         return tuple(out[name] for name in OUTPUT_NAMES)

@@ -15,10 +15,26 @@ def import_cudart():
     return cudart
 
 
+def driver_mismatch_hint() -> str:
+    from importlib import metadata
+
+    try:
+        version = metadata.version("cuda-python")
+    except metadata.PackageNotFoundError:
+        version = "?"
+    return (f"cuda-python {version} needs a newer NVIDIA driver than this machine has (cudaErrorInsufficientDriver): "
+            "install the cuda-python of your CUDA major version: on JetPack 6 (CUDA 12) "
+            "`pip install 'cuda-python>=12.2,<13'`; cuda-python 13 needs driver >= 580")
+
+
 def check(result):
     cudart = import_cudart()
     err, *rest = result if isinstance(result, tuple) else (result,)
     if err != cudart.cudaError_t.cudaSuccess:
+        if err == cudart.cudaError_t.cudaErrorInsufficientDriver:
+            from dualkd_edge.errors import UserError
+
+            raise UserError(driver_mismatch_hint())
         name = cudart.cudaGetErrorName(err)[1]
         raise RuntimeError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
     if not rest:
@@ -85,6 +101,7 @@ class StageTimer:
         cudart = import_cudart()
         for ev in self.events:
             check(cudart.cudaEventDestroy(ev))
+        self.events = []
 
 
 def gpu_identity(device: int = 0) -> dict:

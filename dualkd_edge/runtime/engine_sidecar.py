@@ -15,19 +15,31 @@ from dualkd_edge.model_files import engine_sidecar
 SIDECAR_SCHEMA = 1
 
 
-def write_sidecar(engine: Path, *, tensorrt_version: str, gpu: dict, precision: str, path_taken: str,
-                  build_options: dict, metadata: dict) -> Path:
+def write_sidecar(engine: Path, fields: dict) -> Path:
+    """`fields`: tensorrt_version, gpu, precision, metadata (the ONNX file's), and what the build
+    recorded (path taken, options, the engine-vs-ONNX comparison)."""
     side = engine_sidecar(engine)
-    write_json_atomic(side, {"schema_version": SIDECAR_SCHEMA, "tensorrt_version": tensorrt_version,
-                             "gpu": gpu, "precision": precision, "path_taken": path_taken,
-                             "build_options": build_options, "metadata": metadata})
+    write_json_atomic(side, {"schema_version": SIDECAR_SCHEMA, **fields})
     return side
 
 
-def read_sidecar(engine: Path) -> dict:
+def read_sidecar(engine: Path, onnx: Path | None = None) -> dict:
+    """The engine's sidecar. An engine without one (built with trtexec) is accepted when `onnx`
+    names the file it was built from: its metadata comes from there, marked "adopted" so the
+    backend writes the sidecar once the engine loads."""
     side = engine_sidecar(engine)
     if not side.is_file():
-        raise UserError(f"{engine}: sidecar {side.name} is missing; rebuild the engine with `dualkd-edge build`")
+        if onnx is None:
+            raise UserError(f"{engine}: sidecar {side.name} is missing (built with trtexec?); pass --onnx with the "
+                            "ONNX file it was built from, or rebuild it with `dualkd-edge build`")
+        from dualkd_edge.model_files import read_metadata
+
+        if Path(onnx).suffix.lower() != ".onnx" or not Path(onnx).is_file():
+            raise UserError(f"--onnx: expected the .onnx file the engine was built from, got {onnx}")
+        meta = read_metadata(Path(onnx))
+        return {"adopted": True, "metadata": meta.to_dict(), "precision": meta.export.get("precision", "?"),
+                "path_taken": "built outside dualkd-edge (e.g. trtexec)", "build_options": {},
+                "onnx": str(Path(onnx).resolve())}
     try:
         data = json.loads(side.read_text())
         data["tensorrt_version"], data["gpu"], data["metadata"]

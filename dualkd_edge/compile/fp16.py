@@ -17,10 +17,16 @@ FP32_SCOPES = ("/scoring/",)
 
 
 def fp32_nodes(model: onnx.ModelProto) -> list[str]:
-    return [n.name for n in model.graph.node if n.name.startswith(FP32_SCOPES) or "/" not in n.name.strip("/")]
+    """The scoring head and the top-level input scaling of the uint8 path ("/Mul", "/Sub": the
+    TorchScript exporter's root scope). Nodes named by ONNX Runtime's simplification
+    ("gemm_output_reshape...", "Transpose_token...") are ordinary model nodes and go to FP16."""
+    return [n.name for n in model.graph.node
+            if n.name.startswith(FP32_SCOPES) or (n.name.startswith("/") and n.name.count("/") == 1)]
 
 
-def to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+def to_mixed_fp16(model: onnx.ModelProto, keep_ops: frozenset[str] = frozenset()) -> onnx.ModelProto:
+    """`keep_ops`: further op types left in FP32 (the Q/DQ lowering keeps QuantizeLinear and
+    DequantizeLinear out of the converter and fixes their types itself)."""
     import logging
 
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
@@ -31,7 +37,7 @@ def to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     mixed = convert_float_to_float16(
         model,
         keep_io_types=True,
-        op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | FP32_OPS),
+        op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | FP32_OPS | keep_ops),
         node_block_list=fp32_nodes(model),
     )
     ordered = topological_order(list(mixed.graph.node), mixed.graph)  # types are inferred in order

@@ -1,0 +1,38 @@
+"""`dualkd-edge check`: TensorRT's rules on an ONNX file, without TensorRT or a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dualkd_edge.errors import UserError
+
+
+def versions_to_check(tensorrt: str) -> list[str]:
+    from dualkd_edge.compile.tensorrt_rules import PROFILES, profile_for_version
+
+    if tensorrt == "all":
+        return list(PROFILES)
+    if tensorrt in PROFILES:
+        return [tensorrt]
+    if tensorrt.replace(".", "").isdigit():  # a full version string, e.g. the one a Jetson reports
+        try:
+            return [profile_for_version(tensorrt).name]
+        except UserError as exc:
+            raise UserError(f"--tensorrt: {exc}") from None
+    raise UserError(f"--tensorrt: expected {', '.join(PROFILES)}, all, or a version like 10.3.0.30; got {tensorrt!r}")
+
+
+def run_check(model: Path, tensorrt: str, dla: bool) -> int:
+    """Prints one line per violation and returns 1; prints nothing and returns 0 when clean."""
+    from dualkd_edge.compile.tensorrt_rules import check_versions
+    from dualkd_edge.model_files import load_onnx_model
+
+    versions = versions_to_check(tensorrt)
+    if not model.is_file():
+        raise UserError(f"MODEL: not found: {model}")
+    if model.suffix.lower() != ".onnx":
+        raise UserError(f"MODEL: {model} is not an .onnx file")
+    lines = check_versions(load_onnx_model(model), versions, dla)
+    for line in lines:
+        print(line)
+    return 1 if lines else 0

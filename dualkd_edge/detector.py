@@ -59,14 +59,15 @@ def open_backend(path: str | Path, device: str = "auto", providers: Sequence[str
 class Detector:
     """Load any dualkd-edge artifact and predict on BGR uint8 images (as OpenCV reads them)."""
 
-    def __init__(self, backend: Backend, threshold: float | None = None) -> None:
+    def __init__(self, backend: Backend, threshold: float | None = None, name: str | None = None) -> None:
         self.backend = backend
         self.threshold = backend.meta.threshold if threshold is None else float(threshold)
+        self.name = name or backend.describe()  # the model's path when loaded from one, for messages
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", providers: Sequence[str] | None = None,
              threshold: float | None = None, **options: object) -> "Detector":
-        return cls(open_backend(path, device=device, providers=providers, **options), threshold)
+        return cls(open_backend(path, device=device, providers=providers, **options), threshold, str(path))
 
     @property
     def meta(self) -> ArtifactMetadata:

@@ -45,14 +45,16 @@ def _histogram_panel(ax, report: EvalReport) -> None:
     labels = np.array([r.label for r in report.records], bool)
     bins = np.linspace(0.0, 1.0, 41)
     normal, defect = scores[~labels], scores[labels]
-    ax.hist(normal, bins=bins, color=NORMAL_COLOUR, alpha=0.6, label=f"good parts ({normal.size})")
-    ax.hist(defect, bins=bins, color=DEFECT_COLOUR, alpha=0.6, label=f"defective parts ({defect.size})")
+    counts_normal, _, _ = ax.hist(normal, bins=bins, color=NORMAL_COLOUR, alpha=0.6, label=f"good parts ({normal.size})")
+    counts_defect, _, _ = ax.hist(defect, bins=bins, color=DEFECT_COLOUR, alpha=0.6,
+                                  label=f"defective parts ({defect.size})")
     t = report.threshold
     false_alarms = int((normal >= t).sum())
     missed = int((defect < t).sum())
     ax.axvline(t, color="black", lw=2, ls="--",
                label=f"threshold {t:.2f}: {false_alarms}/{normal.size} false alarms, {missed}/{defect.size} missed")
     ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.45 * max(counts_normal.max(initial=0), counts_defect.max(initial=0), 1))  # room for the legend
     ax.set_xlabel("anomaly score (Noisy-OR probability)")
     ax.set_ylabel("images")
     ax.set_title("scores of good vs defective parts")

@@ -114,13 +114,18 @@ class HeatScale:
             return None
         return self.low + position * (self.high - self.low)
 
-    def positions(self, amap: np.ndarray) -> np.ndarray:
-        amap = np.asarray(amap, dtype=np.float32)
+    def bounds(self, amap: np.ndarray) -> tuple[float, float]:
+        """Map values at the cool and the red end of the bar (a width of at least 1e-6)."""
         if self.low is None or self.high is None:
-            lo, hi = float(amap.min()), float(amap.max())
+            lo, hi = float(np.min(amap)), float(np.max(amap))
         else:
             lo, hi = self.low, self.high
-        return np.clip((amap - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+        return lo, max(hi, lo + 1e-6)
+
+    def positions(self, amap: np.ndarray) -> np.ndarray:
+        amap = np.asarray(amap, dtype=np.float32)
+        lo, hi = self.bounds(amap)
+        return np.clip((amap - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0)
 
     def beyond_normal(self, amap: np.ndarray) -> np.ndarray:
         """Boolean mask of the pixels above the normal range; all False when uncalibrated."""

@@ -35,10 +35,11 @@ def machine_title(machine: dict) -> str:
     return " | ".join(parts) + (f"\n{machine['date']}" if machine.get("date") else "")
 
 
-def _bar_labels(ax, bars, fmt: str) -> None:
+def _bar_labels(ax, bars, fmt: str, vertical: bool = False) -> None:
     for bar in bars:
         ax.annotate(fmt.format(bar.get_height()), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+                    ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points",
+                    rotation=90 if vertical else 0)
 
 
 def _latency_panel(ax, rows: list[dict], labels: dict[str, str], colours: dict[str, str]) -> None:
@@ -89,15 +90,18 @@ def _speedup_panel(ax, rows: list[dict], labels: dict[str, str], colours: dict[s
     batches = sorted({r["batch"] for r in rows})
     models = list(labels)
     width = 0.8 / len(batches)
+    shade = {b: 1.0 - 0.5 * k / max(1, len(batches) - 1) for k, b in enumerate(batches)}
     for k, b in enumerate(batches):
         at_b = {r["model"]: r for r in rows if r["batch"] == b}
-        base = next((at_b[m] for m in models if m in at_b), None)
+        base = next(at_b[m] for m in models if m in at_b)
         xs = [i for i, m in enumerate(models) if m in at_b]
         values = [speedup(base, at_b[models[i]]) for i in xs]
         bars = ax.bar(np.array(xs) + (k - (len(batches) - 1) / 2) * width, values, width,
-                      color=[colours[models[i]] for i in xs], alpha=1.0 - 0.5 * k / max(1, len(batches) - 1),
-                      edgecolor="black", linewidth=0.5)
-        _bar_labels(ax, bars, "{:.2f}x" + (f" (b{b})" if len(batches) > 1 else ""))
+                      color=[colours[models[i]] for i in xs], alpha=shade[b], edgecolor="black", linewidth=0.5)
+        _bar_labels(ax, bars, "{:.2f}x", vertical=len(batches) > 1)
+    if len(batches) > 1:  # one bar per batch size, lighter for larger batches
+        handles = [ax.bar([0], [0], color="grey", alpha=shade[b], edgecolor="black", linewidth=0.5) for b in batches]
+        ax.legend(handles, [f"batch {b}" for b in batches], fontsize=8, loc="upper left")
     ax.axhline(1.0, color="black", lw=1, ls="--")
     ax.set_xticks(range(len(models)), [labels[m] for m in models])
     ax.set_ylabel("times faster")
@@ -116,11 +120,11 @@ def plot(report: dict, out: Path) -> None:
     _latency_panel(axes[0], rows, labels, colours)
     _throughput_panel(axes[1], rows, labels, colours)
     _speedup_panel(axes[2], rows, labels, colours)
-    for ax in axes:
+    vertical_labels = len({r["batch"] for r in rows}) > 1
+    for ax, room in zip(axes, (1.15, 1.15, 1.35 if vertical_labels else 1.15)):
         ax.grid(alpha=0.3, axis="y")
-        if ax.get_yscale() == "linear":
-            ax.set_ylim(bottom=0)
-        ax.margins(y=0.12)
+        if ax.get_yscale() == "linear":  # from zero, with room for the value labels
+            ax.set_ylim(0, ax.get_ylim()[1] * room)
     fig.suptitle(machine_title(report["machine"]), fontsize=10)
     fig.tight_layout()
     save_figure(fig, out)

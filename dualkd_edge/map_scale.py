@@ -108,12 +108,6 @@ class HeatScale:
     def per_image(cls) -> "HeatScale":
         return cls(None, None, None)
 
-    def value_at(self, position: float) -> float | None:
-        """The map value painted at `position` of the bar (None when each map has its own scale)."""
-        if self.low is None or self.high is None:
-            return None
-        return self.low + position * (self.high - self.low)
-
     def bounds(self, amap: np.ndarray) -> tuple[float, float]:
         """Map values at the cool and the red end of the bar (a width of at least 1e-6)."""
         if self.low is None or self.high is None:

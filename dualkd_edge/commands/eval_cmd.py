@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from dualkd_edge.errors import UserError
 from dualkd_edge.evaluation import EvalReport, evaluate
 from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
 from dualkd_edge.tables import markdown_table, text_table
+
+if TYPE_CHECKING:
+    from dualkd_edge.overlay import OverlayPainter
 
 log = logging.getLogger("dualkd_edge")
 
@@ -77,7 +81,7 @@ def tune_threshold(model_path: Path, report: EvalReport, max_fpr: float | None) 
     return f"{model_path}: threshold {old:.4f} -> {new:.4f} ({how})"
 
 
-def save_worst_overlays(out_dir: Path, detector: Detector, painter, report: EvalReport, worst: int,
+def save_worst_overlays(out_dir: Path, detector: Detector, painter: OverlayPainter, report: EvalReport, worst: int,
                         masks: bool = False) -> int:
     """Overlays of the N lowest-scored anomalies (false negatives) and N highest-scored normals,
     with their binary defect masks beside them (`<name>_mask.png`) when `masks`."""

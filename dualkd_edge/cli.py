@@ -85,6 +85,8 @@ def eval_(
     max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="with --tune-threshold: the threshold at this false-alarm rate instead"),
     save_overlays: Optional[Path] = typer.Option(None, "--save-overlays", help="folder for heat-map overlays of the worst cases"),
     worst: int = typer.Option(5, "--worst", help="how many worst false negatives / false positives to save"),
+    save_masks: bool = typer.Option(False, "--save-masks", help="with --save-overlays: binary defect masks (PNG 0/255) beside them"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG with ROC curves per category and score histograms with the threshold (matplotlib)"),
     normal_classes: Optional[str] = typer.Option(None, "--normal-classes", help="class-folder layout: comma-separated normal classes; all others are anomalies"),
     batch_size: int = typer.Option(8, "--batch-size"),
     device: str = Device,
@@ -99,8 +101,10 @@ def eval_(
         raise UserError(f"--max-fpr: expected a rate in [0, 1), got {max_fpr}")
     if worst < 1 or batch_size < 1:
         raise UserError("--worst and --batch-size must be >= 1")
+    if save_masks and save_overlays is None:
+        raise UserError("--save-masks: masks are written beside the overlays; add --save-overlays DIR")
     run(list(paths[:-1]), [paths[-1]], json_out, markdown, per_image, tune_threshold, max_fpr,
-        save_overlays, worst, normal_classes, batch_size, device, onnx=onnx)
+        save_overlays, worst, normal_classes, batch_size, device, save_masks=save_masks, plot=plot, onnx=onnx)
 
 
 @app.command()
@@ -238,6 +242,7 @@ def infer(
     jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="one JSON line per frame, flushed as it goes"),
     save_video: bool = typer.Option(False, "--save-video", help="write overlay videos (one per source) to --out/video"),
     save_images: str = typer.Option("none", "--save-images", help="anomalies | all | none (to --out/images)"),
+    save_masks: bool = typer.Option(False, "--save-masks", help="binary defect masks (PNG 0/255, frame size) beside the saved images"),
     show: bool = typer.Option(False, "--show", help="show overlays in a window (needs an OpenCV GUI build)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="decision threshold (default: the model's)"),
     batch: int = typer.Option(1, "--batch", help="frames per inference batch (across frames and streams)"),
@@ -254,8 +259,9 @@ def infer(
     from dualkd_edge.stream.capture import RetryPolicy
     from dualkd_edge.stream.pipeline import StreamOptions
 
-    opts = StreamOptions(out, jsonl, save_video, save_images, show, threshold, batch, max_frames, fps_limit,
-                         RetryPolicy(max_retries=retries))
+    opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
+                         show=show, threshold=threshold, batch=batch, max_frames=max_frames, fps_limit=fps_limit,
+                         retry=RetryPolicy(max_retries=retries))
     raise typer.Exit(run_infer(model, source, opts, providers, device, onnx=onnx, cuda_graph=cuda_graph))
 
 

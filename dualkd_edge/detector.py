@@ -65,15 +65,17 @@ def open_backend(path: str | Path, device: str = "auto", providers: Sequence[str
 class Detector:
     """Load any dualkd-edge artifact and predict on BGR uint8 images (as OpenCV reads them)."""
 
-    def __init__(self, backend: Backend, threshold: float | None = None) -> None:
+    def __init__(self, backend: Backend, threshold: float | None = None, name: str | None = None) -> None:
         self.backend = backend
         self.threshold = backend.meta.threshold if threshold is None else float(threshold)
+        self.name = name or backend.describe()  # the model's path when loaded from one, for messages
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", providers: Sequence[str] | None = None,
              threshold: float | None = None, **options: object) -> "Detector":
         """`options`: threads (ONNX Runtime), cuda_graph and onnx (engines); see `open_backend`."""
-        return cls(open_backend(path, device=device, providers=providers, **options), threshold)  # type: ignore[arg-type]
+        return cls(open_backend(path, device=device, providers=providers, **options),  # type: ignore[arg-type]
+                   threshold, str(path))
 
     @property
     def meta(self) -> ArtifactMetadata:

@@ -61,6 +61,18 @@ def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def write_image_atomic(target: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 90) -> None:
+    """Encode by the file's suffix (.png, .jpg) and write atomically."""
+    import cv2
+
+    suffix = Path(target).suffix.lower()
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(suffix, image, params)
+    if not ok:
+        raise ValueError(f"{target}: OpenCV could not encode the image as {suffix}")
+    write_bytes_atomic(target, buf.tobytes())
+
+
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 

@@ -46,13 +46,27 @@ class BranchCalibration:
 
 
 @dataclass
+class MapCalibration:
+    """Anomaly-map values over all pixels of the held-out normal images: the fixed colour scale of
+    overlays (map_scale.py) and the level of defect outlines and masks (`max`)."""
+
+    median: float
+    high: float  # the value at `high_quantile`
+    max: float  # the largest value on any normal pixel: beyond it is "beyond what normal parts show"
+    high_quantile: float = 0.999
+    n_pixels: int = 0
+
+
+@dataclass
 class Calibration:
-    """Statistics of held-out normal images for the Noisy-OR probabilities."""
+    """Statistics of held-out normal images for the Noisy-OR probabilities and the heat-map scale."""
 
     local: BranchCalibration
     semantic: BranchCalibration
     beta: float = 3.0
     n_images: int = 0
+    # None in artifacts made before the calibrated heat-map scale: overlays then stretch each map.
+    anomaly_map: MapCalibration | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
@@ -61,6 +75,7 @@ class Calibration:
             semantic=BranchCalibration(**d["semantic"]),
             beta=float(d.get("beta", 3.0)),
             n_images=int(d.get("n_images", 0)),
+            anomaly_map=MapCalibration(**d["anomaly_map"]) if d.get("anomaly_map") else None,
         )
 
 

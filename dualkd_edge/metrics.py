@@ -58,16 +58,31 @@ def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def _pr_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision and recall at every distinct threshold, highest threshold first."""
+def _counts_above(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives when predicting anomaly for score >= t, at every distinct t
+    (highest first), and those thresholds."""
     order = np.argsort(-scores, kind="mergesort")
     s, y = scores[order], labels[order]
     last_of_run = np.concatenate([np.flatnonzero(np.diff(s)), [len(s) - 1]])
     tp = np.cumsum(y)[last_of_run]
     fp = (last_of_run + 1) - tp
-    precision = tp / (tp + fp)
-    recall = tp / labels.sum()
-    return precision, recall, s[last_of_run]
+    return tp, fp, s[last_of_run]
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1);
+    thresholds highest first, the first one +inf."""
+    labels, scores = _check_binary(labels, scores)
+    tp, fp, thresholds = _counts_above(labels, scores)
+    tpr = np.concatenate([[0.0], tp / labels.sum()])
+    fpr = np.concatenate([[0.0], fp / (~labels).sum()])
+    return fpr, tpr, np.concatenate([[np.inf], thresholds])
+
+
+def _pr_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct threshold, highest threshold first."""
+    tp, fp, thresholds = _counts_above(labels, scores)
+    return tp / (tp + fp), tp / labels.sum(), thresholds
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:

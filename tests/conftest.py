@@ -40,6 +40,19 @@ def trained_run(tmp_path_factory, small_dataset) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def separating_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run, data): a tiny model trained long enough (200 steps, ~1 min on 2 cores) to separate and
+    localise the generated defects. Random-init teacher: it shows the pipeline works, nothing more."""
+    from dualkd_edge.data.synth import generate_dataset
+    from dualkd_edge.train.loop import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("sep")
+    data = generate_dataset(root / "data", n_train=60, n_test_good=12, n_test_defect=6, seed=3)
+    train(TrainConfig(data=[data], out=root / "run", steps=200, progress=False, seed=0))
+    return root / "run", data
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, input: str | None = None) -> subprocess.CompletedProcess:
     """Run the real `dualkd-edge` entry point in a subprocess."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -56,3 +69,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     assert len(err_lines) == 1, proc.stderr
     for needle in needles:
         assert needle in err_lines[0], err_lines[0]
+
+
+def assert_real_png(path: Path, min_size: tuple[int, int]):
+    """Decodes with OpenCV, is at least `min_size` (w, h), and has drawn content, not one colour."""
+    import cv2
+    import numpy as np
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = cv2.imread(str(path))
+    assert img is not None, path
+    assert img.shape[1] >= min_size[0] and img.shape[0] >= min_size[1], img.shape
+    assert (img < 250).mean() > 0.02 and len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # lines, bars, text
+    return img

@@ -7,9 +7,10 @@ import json
 import shutil
 
 import cv2
+import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, assert_one_line_error, needs_torch, run_cli
+from conftest import SHARED_DATA, assert_one_line_error, assert_real_png, needs_torch, run_cli
 
 pytestmark = needs_torch
 
@@ -25,7 +26,8 @@ def dataset_with_corrupt(small_dataset, tmp_path_factory):
 def test_eval_table_and_report_files(trained_run, dataset_with_corrupt, tmp_path):
     out = tmp_path / "r"
     proc = run_cli("eval", trained_run, dataset_with_corrupt, "--json", out / "r.json", "--markdown", out / "r.md",
-                   "--per-image", out / "p.csv", "--save-overlays", out / "worst", "--worst", "2")
+                   "--per-image", out / "p.csv", "--save-overlays", out / "worst", "--worst", "2", "--save-masks",
+                   "--plot", out / "eval.png")
     assert proc.returncode == 0, proc.stderr
     for column in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro"):
         assert column in proc.stdout
@@ -41,8 +43,14 @@ def test_eval_table_and_report_files(trained_run, dataset_with_corrupt, tmp_path
         per_image = list(csv.DictReader(f))
     assert len(per_image) == 2 * (6 + 4 * 3)
     assert "| model |" in (out / "r.md").read_text()
-    overlays = sorted(p.name for p in (out / "worst").glob("*.png"))
+    overlays = sorted(p.name for p in (out / "worst").glob("*.png") if not p.name.endswith("_mask.png"))
     assert len(overlays) == 4 and sum(n.startswith("false_negative") for n in overlays) == 2
+    for name in overlays:  # the binary defect mask beside each, at the image's size
+        mask = cv2.imread(str(out / "worst" / name.replace(".png", "_mask.png")), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (128, 128) and set(np.unique(mask)) <= {0, 255}
+        assert cv2.imread(str(out / "worst" / name)).shape[1] == 384  # enlarged 3x to stay legible
+    assert_real_png(out / "eval.png", (1100, 400))
+    assert "plot written to" in proc.stdout
 
 
 def test_several_models_side_by_side_with_deltas(trained_run, small_dataset, tmp_path):

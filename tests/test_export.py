@@ -88,6 +88,33 @@ def test_graph_outputs_and_metadata_round_trip(trained_run, exports):
     assert read_metadata(copy).threshold == 0.7
 
 
+def test_map_calibration_round_trips_through_every_export(trained_run, exports, small_dataset, tmp_path):
+    """The heat-map scale measured at training reaches every artifact the runtime can load."""
+    from dualkd_edge.calibration_images import sample_calibration_set
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.compile.quantize import quantize_int8
+    from dualkd_edge.model_files import read_metadata, update_threshold
+    from dualkd_edge.runtime.engine_sidecar import write_sidecar
+
+    run_meta = read_metadata(trained_run)
+    stats = run_meta.calibration.anomaly_map
+    n_holdout = run_meta.training["data"]["n_holdout"]
+    assert stats is not None and stats.n_pixels == n_holdout * 112 * 112
+    assert 0 <= stats.median < stats.high <= stats.max <= 2 and stats.high_quantile == 0.999
+    fp16 = export_onnx(trained_run, tmp_path / "m.fp16.onnx", ExportOptions(precision="fp16", verify=False)).path
+    sample_calibration_set([small_dataset], 8, tmp_path / "calib")
+    int8 = quantize_int8(exports[("float", "1")], tmp_path / "calib", tmp_path / "m.int8.onnx", samples=8).path
+    artifacts = [*exports.values(), fp16, int8]
+    for path in artifacts:
+        assert read_metadata(path).calibration.anomaly_map == stats, path
+    engine = tmp_path / "m.engine"  # what `build` writes beside an engine: the ONNX metadata, as a dict
+    write_sidecar(engine, {"tensorrt_version": "10.3.0", "gpu": {}, "precision": "fp16", "path_taken": "test",
+                           "build_options": {}, "metadata": read_metadata(int8).to_dict()})
+    assert read_metadata(engine).calibration.anomaly_map == stats
+    update_threshold(int8, 0.8)  # re-tuning the threshold keeps the scale
+    assert read_metadata(int8).calibration.anomaly_map == stats
+
+
 def _broken_run(trained_run, tmp_path, prefix: str):
     """A copy of the run whose student `prefix` has its output layer zeroed."""
     from safetensors.torch import load_file, save_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from dualkd_edge import metrics
 
@@ -21,6 +21,19 @@ def test_image_metrics_match_sklearn_on_random_data_with_ties(seed):
     best, thr = metrics.f1_max(labels, scores)
     assert best == pytest.approx(f1.max(), abs=1e-12)
     assert thr == pytest.approx(t[np.argmax(f1)])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_roc_curve_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.normal(size=200) + labels, 1)  # with ties
+    fpr, tpr, thresholds = metrics.roc_curve(labels, scores)
+    ref_fpr, ref_tpr, ref_thr = roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr, atol=1e-12)
+    np.testing.assert_allclose(tpr, ref_tpr, atol=1e-12)
+    np.testing.assert_allclose(thresholds[1:], ref_thr[1:])
+    assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.image_auroc(labels, scores), abs=1e-12)
 
 
 def test_hand_made_cases():

@@ -13,17 +13,13 @@ pytestmark = [needs_torch, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def separation_report(tmp_path_factory):
+def separation_report(separating_run):
     from dualkd_edge import Detector
     from dualkd_edge.data.discovery import discover_all
-    from dualkd_edge.data.synth import generate_dataset
     from dualkd_edge.evaluation import evaluate
-    from dualkd_edge.train.loop import TrainConfig, train
 
-    root = tmp_path_factory.mktemp("sep")
-    data = generate_dataset(root / "data", n_train=60, n_test_good=12, n_test_defect=6, seed=3)
-    train(TrainConfig(data=[data], out=root / "run", steps=200, progress=False, seed=0))
-    with Detector.load(root / "run", device="cpu") as det:
+    run, data = separating_run
+    with Detector.load(run, device="cpu") as det:
         return evaluate(det, discover_all([data]), progress=False)
 
 

@@ -13,6 +13,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
@@ -49,9 +50,56 @@ def test_video_file_every_frame_in_order(model, tmp_path):
     cap = cv2.VideoCapture(str(out / "video" / "00_parts.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 45
     ok, frame = cap.read()
-    assert ok and frame.shape == (128, 128, 3)
+    # overlay frames: the 128 px image enlarged 3x to stay legible, banner above, colour bar below
+    assert ok and frame.shape[1] == 384 and frame.shape[0] > 384
     assert len(list((out / "images").glob("*.jpg"))) == 45
     assert not list((out / "video").glob(".*partial*"))
+
+
+def test_saved_images_get_defect_masks_beside_them(model, tmp_path):
+    from dualkd_edge.data.synth import render_part
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, defect in enumerate([None, "scratch", None, "missing"]):
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.resize(render_part("washer", 500 + i, defect=defect)[0], (640, 480)))
+    out = tmp_path / "out"
+    proc = run_cli("infer", model, folder, "--out", out, "--save-images", "all", "--save-masks")
+    assert proc.returncode == 0, proc.stderr
+    overlays = sorted((out / "images").glob("*.jpg"))
+    masks = sorted((out / "images").glob("*_mask.png"))
+    assert len(overlays) == len(masks) == 4
+    assert [m.name.replace("_mask.png", ".jpg") for m in masks] == [o.name for o in overlays]
+    for m in masks:
+        mask = cv2.imread(str(m), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (480, 640) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    overlay = cv2.imread(str(overlays[0]))
+    assert overlay.shape[1] == 640 and overlay.shape[0] > 480  # image size, plus banner and colour bar
+    assert_one_line_error(run_cli("infer", model, folder, "--out", out, "--save-masks"), "--save-masks",
+                          "--save-images")
+
+
+def test_model_without_map_statistics_still_draws_but_refuses_masks(model, tmp_path):
+    """Artifacts exported before the calibrated scale: per-image colours, one warning, no masks."""
+    from dualkd_edge.data.synth import render_part
+    from dualkd_edge.model_files import load_onnx_model, onnx_metadata, save_onnx_atomic, set_onnx_metadata
+
+    proto = load_onnx_model(model, load_weights=True)
+    meta = onnx_metadata(proto, model)
+    meta.calibration.anomaly_map = None
+    set_onnx_metadata(proto, meta)
+    old = tmp_path / "old.onnx"
+    save_onnx_atomic(proto, old)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), render_part("bracket", 600 + i)[0])
+    proc = run_cli("infer", old, folder, "--out", tmp_path / "out", "--save-images", "all")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("no anomaly-map statistics") == 1 and "stretched per image" in proc.stderr
+    assert len(list((tmp_path / "out" / "images").glob("*.jpg"))) == 3
+    assert_one_line_error(run_cli("infer", old, folder, "--out", tmp_path / "o2", "--save-images", "all",
+                                  "--save-masks"), "--save-masks", "no anomaly-map statistics", "retrain")
 
 
 def test_folder_with_corrupted_file_and_non_image(model, tmp_path):

@@ -7,8 +7,7 @@ import io
 from pathlib import Path
 
 from dualkd_edge.bench.timing import paired_speedup
-from dualkd_edge.errors import MissingDependencyError
-from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from dualkd_edge.fileio import write_bytes_atomic, write_json_atomic
 from dualkd_edge.tables import markdown_table, text_table
 
 HEADERS = ["model", "backend", "batch", "mean ms", "std", "p50 ms", "p90", "p99 ms", "max", "p99/p50", "img/s",
@@ -107,38 +106,6 @@ def write_reports(report: dict, samples: dict, json_out: Path | None, csv_out: P
     if markdown_out:
         write_bytes_atomic(markdown_out, to_markdown(report).encode())
     if plot_out:
+        from dualkd_edge.bench.plot import plot
+
         plot(report, plot_out)
-
-
-def plot(report: dict, out: Path) -> None:
-    """Latency percentiles per model (smallest batch) and throughput per batch size."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError("--plot needs matplotlib: pip install 'dualkd-edge[plot]'") from None
-    rows = [r for r in report["rows"] if r["latency_ms"]]
-    models = list(dict.fromkeys(Path(r["model"]).name for r in rows))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, m in enumerate(models):
-        mr = sorted((r for r in rows if Path(r["model"]).name == m), key=lambda r: r["batch"])
-        lat = mr[0]["latency_ms"]
-        pcts = [lat["min_ms"], lat["p50_ms"], lat["p90_ms"], lat["p95_ms"], lat["p99_ms"], lat["max_ms"]]
-        ax1.plot([0, 50, 90, 95, 99, 100], pcts, marker="o", label=f"{m} (batch {mr[0]['batch']})")
-        ax2.plot([r["batch"] for r in mr], [r["latency_ms"]["throughput_ips"] for r in mr], marker="o", label=m)
-    ax1.set_xlabel("percentile")
-    ax1.set_ylabel("latency (ms)")
-    ax1.set_title("latency distribution")
-    ax2.set_xlabel("batch size")
-    ax2.set_ylabel("images / s")
-    ax2.set_title("throughput")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{report['machine'].get('cpu')} | {report['machine'].get('gpu') or 'no GPU'}", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png")
-    plt.close(fig)

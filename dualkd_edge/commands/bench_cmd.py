@@ -23,10 +23,9 @@ def run_bench(models, batch, warmup, iters, min_time, threads, providers, source
     from dualkd_edge.bench.runner import BenchOptions, bench_models
 
     if plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UserError("--plot needs matplotlib: pip install 'dualkd-edge[plot]'") from None
+        from dualkd_edge.plotting import check_plot_request
+
+        check_plot_request("--plot", plot)
     opts = BenchOptions(batches=parse_batches(batch), warmup=warmup,
                         iters=iters if iters is not None or min_time is not None else 50, min_time=min_time,
                         threads=threads, providers=providers, source=source, val=Path(val) if val else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from dualkd_edge.errors import UserError
 from dualkd_edge.evaluation import EvalReport, evaluate
 from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
 from dualkd_edge.tables import markdown_table, text_table
+
+if TYPE_CHECKING:
+    from dualkd_edge.overlay import OverlayPainter
 
 log = logging.getLogger("dualkd_edge")
 
@@ -77,12 +81,11 @@ def tune_threshold(model_path: Path, report: EvalReport, max_fpr: float | None) 
     return f"{model_path}: threshold {old:.4f} -> {new:.4f} ({how})"
 
 
-def save_worst_overlays(out_dir: Path, detector: Detector, report: EvalReport, worst: int) -> int:
-    """Overlays of the N lowest-scored anomalies (false negatives) and N highest-scored normals."""
-    import cv2
-
-    from dualkd_edge.fileio import read_image
-    from dualkd_edge.overlay import heatmap_overlay
+def save_worst_overlays(out_dir: Path, detector: Detector, painter: OverlayPainter, report: EvalReport, worst: int,
+                        masks: bool = False) -> int:
+    """Overlays of the N lowest-scored anomalies (false negatives) and N highest-scored normals,
+    with their binary defect masks beside them (`<name>_mask.png`) when `masks`."""
+    from dualkd_edge.fileio import read_image, write_image_atomic
 
     anomalies = sorted((r for r in report.records if r.label == 1), key=lambda r: r.score)[:worst]
     normals = sorted((r for r in report.records if r.label == 0), key=lambda r: -r.score)[:worst]
@@ -94,12 +97,12 @@ def save_worst_overlays(out_dir: Path, detector: Detector, report: EvalReport, w
             if img is None:
                 continue
             p = detector.predict([img])[0]
-            over = heatmap_overlay(img, p.anomaly_map, p.score, p.is_anomaly, caption=f"{r.category}/{r.defect}")
-            name = f"{kind}_{rank:02d}_{r.category}_{r.defect}_{Path(r.path).stem}.png"
-            ok, buf = cv2.imencode(".png", over)
-            if ok:
-                write_bytes_atomic(out_dir / name, buf.tobytes())
-                n += 1
+            over = painter.draw(img, p.anomaly_map, p.score, p.is_anomaly, caption=f"{r.category}/{r.defect}")
+            stem = f"{kind}_{rank:02d}_{r.category}_{r.defect}_{Path(r.path).stem}"
+            write_image_atomic(out_dir / f"{stem}.png", over)
+            if masks:
+                write_image_atomic(out_dir / f"{stem}_mask.png", painter.defect_mask(p.anomaly_map))
+            n += 1
     return n
 
 
@@ -114,21 +117,34 @@ def load_categories(data: list[Path], normal_classes: str | None) -> list[Catego
 def run(models: list[Path], data: list[Path], json_out: Path | None = None, markdown_out: Path | None = None,
         per_image: Path | None = None, tune: bool = False, max_fpr: float | None = None,
         overlays: Path | None = None, worst: int = 5, normal_classes: str | None = None,
-        batch_size: int = 8, device: str = "auto", progress: bool = True, onnx: Path | None = None) -> list[EvalReport]:
+        batch_size: int = 8, device: str = "auto", progress: bool = True, save_masks: bool = False,
+        plot: Path | None = None, onnx: Path | None = None) -> list[EvalReport]:
     for model_path in models:  # cheap checks first: a typo in MODEL should not wait for DATA
         if not Path(model_path).exists():
             raise UserError(f"MODEL: not found: {model_path}")
+    if plot is not None:
+        from dualkd_edge.plotting import check_plot_request
+
+        check_plot_request("--plot", plot)
     categories = load_categories(data, normal_classes)
     if tune and len(models) != 1:
         raise UserError("--tune-threshold: give exactly one MODEL")
     reports = []
     for model_path in models:
-        with Detector.load(model_path, device=device, onnx=onnx if Path(model_path).suffix.lower() in ENGINE_SUFFIXES else None) as det:
+        engine_onnx = onnx if Path(model_path).suffix.lower() in ENGINE_SUFFIXES else None
+        with Detector.load(model_path, device=device, onnx=engine_onnx) as det:
+            painter = None
+            if overlays is not None:
+                from dualkd_edge.overlay import OverlayPainter
+
+                painter = OverlayPainter.for_model(det.meta, str(model_path), det.threshold)
+                if save_masks:
+                    painter.require_calibrated("--save-masks", str(model_path))
             rep = evaluate(det, categories, batch_size=batch_size, progress=progress)
             rep.model = str(model_path)
             reports.append(rep)
             if overlays is not None:
-                n = save_worst_overlays(overlays, det, rep, worst)
+                n = save_worst_overlays(overlays, det, painter, rep, worst, save_masks)
                 log.info("wrote %d overlays to %s", n, overlays)
     headers, rows = report_rows(reports)
     print(text_table(headers, rows))
@@ -140,6 +156,11 @@ def run(models: list[Path], data: list[Path], json_out: Path | None = None, mark
         write_bytes_atomic(markdown_out, (markdown_table(headers, rows) + "\n").encode())
     if per_image:
         write_per_image_csv(per_image, reports)
+    if plot:
+        from dualkd_edge.eval_plot import plot_eval
+
+        plot_eval(reports, plot)
+        print(f"plot written to {plot}")
     if tune:
         print(tune_threshold(models[0], reports[0], max_fpr))
     return reports

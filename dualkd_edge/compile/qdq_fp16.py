@@ -5,7 +5,7 @@ from the FP32 export runs all the layers between the INT8 matmuls in FP32 (slowe
 10.3's weak-typed INT8 + FP16). This pass lowers such a model the way NVIDIA's ModelOpt quantizes by
 default, with FP16 as the high precision:
 - the opset goes to 19, the first in which QuantizeLinear / DequantizeLinear take FP16 scales;
-- the mixed-FP16 conversion of `export/fp16.py` runs with Q/DQ left out (LayerNorm, Softmax,
+- the mixed-FP16 conversion of `fp16.py` runs with Q/DQ left out (LayerNorm, Softmax,
   reductions and the scoring stay FP32 as in the FP16 export);
 - the casts it leaves around Q/DQ are folded into them: DequantizeLinear with an FP16 scale emits
   FP16 directly, and QuantizeLinear reads FP16 activations with an FP16 scale.

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class StreamOptions:
     jsonl: Path | None = None
     save_video: bool = False
     save_images: str = "none"  # anomalies | all | none
+    save_masks: bool = False  # binary defect masks beside the saved images
     show: bool = False
     threshold: float | None = None
     batch: int = 1
@@ -50,6 +52,8 @@ class StreamOptions:
             raise UserError(f"--threshold: expected a probability in [0, 1], got {self.threshold}")
         if (self.save_video or self.save_images != "none") and self.out is None:
             raise UserError("--save-video / --save-images need --out DIR")
+        if self.save_masks and self.save_images == "none":
+            raise UserError("--save-masks: masks are written beside the saved images; add --save-images anomalies or all")
 
 
 @dataclass
@@ -81,6 +85,22 @@ class StreamSummary:
         }
 
 
+class FpsMeter:
+    """Frames per second over the last `window` batches; None until a second batch has been seen
+    (one frame alone has no rate)."""
+
+    def __init__(self, window: int = 30) -> None:
+        self.marks: deque[tuple[float, int]] = deque(maxlen=window)
+
+    def tick(self, t: float, frames: int) -> float | None:
+        self.marks.append((t, frames))
+        elapsed = self.marks[-1][0] - self.marks[0][0]
+        if len(self.marks) < 2 or elapsed <= 0:
+            return None
+        # The first mark's frames were finished when the window opened.
+        return sum(f for _, f in list(self.marks)[1:]) / elapsed
+
+
 def _stage_stats(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -100,6 +120,13 @@ class StreamRunner:
         if backend.max_batch and opts.batch > backend.max_batch:
             raise UserError(f"--batch: the model takes at most {backend.max_batch} image(s) per batch "
                             "(export with --batch dynamic for more)")
+        self.painter = None
+        if opts.save_images != "none" or opts.save_video or opts.show:
+            from dualkd_edge.overlay import OverlayPainter
+
+            self.painter = OverlayPainter.for_model(detector.meta, detector.name, self.threshold)
+            if opts.save_masks:
+                self.painter.require_calibrated("--save-masks", detector.name)
         self.stop = threading.Event()
         self.interrupted = False
         self.latencies: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -144,7 +171,6 @@ class StreamRunner:
         images = ImageSink(opts.out / "images", opts.save_images) if opts.out and opts.save_images != "none" else None
         video = VideoSink(opts.out / "video") if opts.out and opts.save_video else None
         window = WindowSink() if opts.show else None
-        want_overlay = bool(images or video or window)
         in_main = threading.current_thread() is threading.main_thread()
         old_handlers = {}
         if in_main:
@@ -153,7 +179,7 @@ class StreamRunner:
         frames = anomalies = 0
         t_begin = time.perf_counter()
         outputs: list[str] = []
-        fps_window: list[float] = []
+        fps = FpsMeter()
         try:
             for w in workers:
                 w.start()
@@ -174,21 +200,19 @@ class StreamRunner:
                 for p in preds:
                     p.is_anomaly = p.score >= self.threshold
                 t3 = time.perf_counter()
-                fps_window = (fps_window + [t3])[-30:]
-                live_fps = (len(fps_window) - 1) / (fps_window[-1] - fps_window[0]) if len(fps_window) > 1 else 0.0
                 n = len(batch)
+                live_fps = fps.tick(t3, n)
                 for (worker, frame), pred in zip(batch, preds):
                     lat = {"decode_ms": frame.decode_ms, "preprocess_ms": (t1 - t0) * 1e3 / n,
                            "inference_ms": (t2 - t1) * 1e3 / n, "postprocess_ms": (t3 - t2) * 1e3 / n}
-                    overlay = None
                     t_out = time.perf_counter()
-                    if want_overlay:
-                        from dualkd_edge.overlay import heatmap_overlay
-
-                        overlay = heatmap_overlay(frame.image, pred.anomaly_map, pred.score, pred.is_anomaly,
-                                                  caption=f"{live_fps:.1f} FPS")
-                        if images:
-                            images.write(overlay, frame.source, frame.source_name, frame.index, pred.is_anomaly)
+                    save_image = bool(images and images.selects(pred.is_anomaly))
+                    if save_image or video or window:
+                        overlay = self.painter.draw(frame.image, pred.anomaly_map, pred.score, pred.is_anomaly,
+                                                    caption=f"{live_fps:.1f} FPS" if live_fps is not None else "")
+                        if save_image:
+                            mask = self.painter.defect_mask(pred.anomaly_map) if opts.save_masks else None
+                            images.write(overlay, frame.source, frame.source_name, frame.index, pred.is_anomaly, mask)
                         if video:
                             video.write(overlay, frame.source, worker.spec.name, worker.fps)
                         if window and not window.write(overlay):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from dualkd_edge.errors import UserError
-from dualkd_edge.fileio import write_bytes_atomic
+from dualkd_edge.fileio import write_image_atomic
 
 
 def safe_name(text: str) -> str:
@@ -32,20 +32,25 @@ class JsonlSink:
 
 
 class ImageSink:
+    """Overlay images (JPEG) and optionally the binary defect mask of each (PNG 0/255, the frame's
+    size) beside it as `<name>_mask.png`."""
+
     def __init__(self, folder: Path, mode: str) -> None:
         self.folder = folder
         self.mode = mode
         folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, overlay: np.ndarray, source_index: int, source_name: str, frame_index: int, is_anomaly: bool) -> None:
-        import cv2
+    def selects(self, is_anomaly: bool) -> bool:
+        return self.mode == "all" or (self.mode == "anomalies" and is_anomaly)
 
-        if self.mode == "none" or (self.mode == "anomalies" and not is_anomaly):
+    def write(self, overlay: np.ndarray, source_index: int, source_name: str, frame_index: int, is_anomaly: bool,
+              mask: np.ndarray | None = None) -> None:
+        if not self.selects(is_anomaly):
             return
-        name = f"{source_index:02d}_{safe_name(Path(source_name).stem)}_{frame_index:06d}{'_NG' if is_anomaly else ''}.jpg"
-        ok, buf = cv2.imencode(".jpg", overlay, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if ok:
-            write_bytes_atomic(self.folder / name, buf.tobytes())
+        stem = f"{source_index:02d}_{safe_name(Path(source_name).stem)}_{frame_index:06d}{'_NG' if is_anomaly else ''}"
+        write_image_atomic(self.folder / f"{stem}.jpg", overlay)
+        if mask is not None:
+            write_image_atomic(self.folder / f"{stem}_mask.png", mask)
 
 
 class VideoSink:

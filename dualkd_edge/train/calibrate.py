@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dualkd_edge.map_scale import MapHistogram
 from dualkd_edge.metadata import BranchCalibration, Calibration
 from dualkd_edge.model.dual_student import DualStudentModel, NoisyOrScoring
 from dualkd_edge.preprocess import normalize_nhwc_bgr
@@ -12,8 +13,10 @@ from dualkd_edge.scoring import robust_sigma
 
 
 @torch.no_grad()
-def raw_scores(model: DualStudentModel, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Uncalibrated (local, semantic) scores for uint8 BGR images already at model size."""
+def raw_scores(model: DualStudentModel, images: np.ndarray, batch_size: int = 32,
+               map_histogram: MapHistogram | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Uncalibrated (local, semantic) scores for uint8 BGR images already at model size; the
+    anomaly maps' pixel values go into `map_histogram` when given."""
     device = model.semantic_centre.device
     scoring = NoisyOrScoring(model.preset).to(device)
     was_training = model.training
@@ -25,17 +28,21 @@ def raw_scores(model: DualStudentModel, images: np.ndarray, batch_size: int = 32
         out = scoring(model(x))
         local.append(out["local_score"].float().cpu().numpy())
         semantic.append(out["semantic_score"].float().cpu().numpy())
+        if map_histogram is not None:
+            map_histogram.add(out["anomaly_map"].float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(local), np.concatenate(semantic)
 
 
 def calibrate(model: DualStudentModel, images: np.ndarray, beta: float = 3.0) -> Calibration:
-    local, semantic = raw_scores(model, images)
+    maps = MapHistogram()
+    local, semantic = raw_scores(model, images, map_histogram=maps)
     return Calibration(
         local=BranchCalibration(mu=float(local.mean()), sigma=robust_sigma(local)),
         semantic=BranchCalibration(mu=float(semantic.mean()), sigma=robust_sigma(semantic)),
         beta=beta,
         n_images=int(len(images)),
+        anomaly_map=maps.summary(),
     )
 
 

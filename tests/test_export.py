@@ -71,7 +71,8 @@ def test_graph_outputs_and_metadata_round_trip(trained_run, exports):
 
     path = exports[("float", "1")]
     model = onnx.load(str(path))
-    assert [o.name for o in model.graph.output] == ["score", "local_score", "semantic_score", "anomaly_map"]
+    assert [o.name for o in model.graph.output] == ["score", "local_score", "semantic_score", "anomaly_map",
+                                                    "score_logit"]
     assert {n.op_type for n in model.graph.node} >= {"LayerNormalization", "TopK", "Sigmoid"}
     # simplified losslessly into standard ONNX only (TensorRT's parser sees no vendor domains)
     assert all(n.domain == "" for n in model.graph.node)

@@ -100,6 +100,8 @@ class ArtifactMetadata:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["teacher_weights"]["label"] = self.teacher_weights.label
+        # What is written has this schema's fields, whatever version the artifact was read as.
+        d["schema_version"] = SCHEMA_VERSION
         return d
 
     def to_json(self) -> str:

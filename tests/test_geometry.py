@@ -73,6 +73,7 @@ def test_artifacts_without_geometry_fields_keep_the_old_behaviour():
 
 
 def test_old_preset_and_metadata_load_with_defaults():
+    from dualkd_edge.errors import UserError
     from dualkd_edge.presets import Preset, get_preset
 
     old = get_preset("tiny").to_dict()
@@ -87,6 +88,11 @@ def test_old_preset_and_metadata_load_with_defaults():
         "calibration": {"local": {"mu": 0.1, "sigma": 0.01}, "semantic": {"mu": 0.2, "sigma": 0.02}},
         "teacher_weights": {"origin": "none", "pretrained": False}})
     assert meta.input.crop is None and meta.schema_version == 1
+    # written back (a re-tuned threshold, an export) it is schema 2: an older reader then asks to upgrade
+    assert meta.to_dict()["schema_version"] == 2
+    newer = dict(meta.to_dict(), schema_version=3)
+    with pytest.raises(UserError, match="newer than this dualkd-edge understands"):
+        ArtifactMetadata.from_dict(newer, "m.onnx")
 
 
 def test_preset_geometry_is_checked():

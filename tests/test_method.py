@@ -280,3 +280,14 @@ def test_onnx_without_score_logit_gets_it_on_the_host(trained_run, tmp_path):
     for h, g in zip(host, graph):
         assert h["score"] == g.score and np.isfinite(h["score_logit"])
         assert h["score_logit"] == pytest.approx(g.score_logit, rel=1e-5, abs=1e-5)
+
+
+def test_presets_command_shows_geometry_and_default_steps():
+    from conftest import run_cli
+
+    proc = run_cli("presets")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()}
+    assert rows["paper-b392"][1:6] == ["392", "448", "392", "10000", "1000"]
+    assert rows["edge-s224"][1:6] == ["224", "-", "-", "5000", "1000"]
+    assert rows["tiny"][1:6] == ["112", "-", "-", "500", "50"]

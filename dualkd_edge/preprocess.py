@@ -32,7 +32,7 @@ def normalize_nhwc_bgr(batch: np.ndarray, mean: Sequence[float], std: Sequence[f
 def crop_offsets(spec: InputSpec) -> tuple[int, int]:
     """Top-left corner of the centre crop in the resized image (rounded as torchvision's CenterCrop)."""
     rh, rw = spec.resize_hw
-    return int(round((rh - spec.height) / 2.0)), int(round((rw - spec.width) / 2.0))
+    return round((rh - spec.height) / 2.0), round((rw - spec.width) / 2.0)
 
 
 def to_model_view(img_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:

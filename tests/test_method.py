@@ -89,8 +89,8 @@ def test_semantic_centre_is_the_mean_over_all_categories():
     import torch
 
     from dualkd_edge.model.dual_student import DualStudentModel
-    from dualkd_edge.presets import get_preset
     from dualkd_edge.preprocess import normalize_nhwc_bgr
+    from dualkd_edge.presets import get_preset
     from dualkd_edge.train.calibrate import teacher_class_token_mean
 
     torch.manual_seed(0)

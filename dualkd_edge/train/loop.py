@@ -13,7 +13,7 @@ import torch
 
 from dualkd_edge import __version__
 from dualkd_edge.errors import UserError
-from dualkd_edge.metadata import ArtifactMetadata, BranchCalibration, Calibration, InputSpec, TeacherWeights
+from dualkd_edge.metadata import ArtifactMetadata, BranchCalibration, Calibration, TeacherWeights
 from dualkd_edge.model.checkpoint import (
     is_run_dir, load_run, load_train_state, read_run_metadata, save_run, save_train_state,
 )

@@ -29,7 +29,7 @@ CudaGraph = typer.Option(False, "--cuda-graph", help="TensorRT engines with a st
 
 @app.command()
 def presets() -> None:
-    """List the model presets with parameter counts and GMACs at their input size."""
+    """List the model presets: input geometry, default training steps, parameter counts and GMACs."""
     from dualkd_edge.commands.presets_cmd import run
 
     print(run())
@@ -41,9 +41,11 @@ def train(
     out: Path = typer.Option(..., "--out", help="run directory to write"),
     preset: str = typer.Option("tiny", "--preset", help="tiny | edge-s224 | paper-b392 (see `dualkd-edge presets`)"),
     weights: Optional[str] = typer.Option(None, "--weights", help="teacher weights: none | hub | PATH (.pth / .safetensors, official DINOv2 or timm keys); default: the preset's"),
-    steps: int = typer.Option(1000, "--steps", help="training steps"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps (default: the preset's, see `dualkd-edge presets`)"),
     batch_size: int = typer.Option(16, "--batch-size"),
-    lr: float = typer.Option(2e-3, "--lr", help="peak learning rate (warm-up, then cosine to 10%)"),
+    lr: float = typer.Option(2e-3, "--lr", help="peak learning rate of the Encoder-Decoder student (warm-up, then cosine to 10%)"),
+    ee_lr: float = typer.Option(5e-4, "--ee-lr", help="peak learning rate of the class-token student"),
+    semantic_centring: Optional[bool] = typer.Option(None, "--semantic-centring/--no-semantic-centring", help="centre the teacher's class token (default: the preset's; the paper regresses the plain token)"),
     device: str = Device,
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out up to --steps"),
@@ -58,8 +60,9 @@ def train(
     from dualkd_edge.train.loop import TrainConfig
 
     run(TrainConfig(data=list(data), out=out, preset=preset, weights=weights, steps=steps, batch_size=batch_size,
-                    lr=lr, device=device, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
-                    max_time=max_time, holdout_fraction=holdout, tau_local=tau_local, tau_semantic=tau_semantic))
+                    lr=lr, ee_lr=ee_lr, semantic_centring=semantic_centring, device=device, seed=seed, resume=resume,
+                    checkpoint_every=checkpoint_every, max_time=max_time, holdout_fraction=holdout,
+                    tau_local=tau_local, tau_semantic=tau_semantic))
 
 
 @app.command()

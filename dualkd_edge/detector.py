@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from dualkd_edge.errors import UserError
 from dualkd_edge.metadata import ArtifactMetadata
-from dualkd_edge.preprocess import ensure_bgr, prepare_batch
+from dualkd_edge.preprocess import ensure_bgr, map_to_image, prepare_batch
 from dualkd_edge.runtime.base import Backend
 
 log = logging.getLogger("dualkd_edge")
@@ -26,10 +25,13 @@ class Prediction:
     local_score: float
     semantic_score: float
     is_anomaly: bool
-    anomaly_map: np.ndarray  # float32, the image's own HxW
+    # float32, the image's own HxW; where a crop kept part of the image from the model, the smallest
+    # value of the scored part (preprocess.map_to_image)
+    anomaly_map: np.ndarray
+    score_logit: float  # -log(1 - score): same order, no saturation at 1.0; rank by this
 
     def to_dict(self) -> dict:
-        return {"score": self.score, "local_score": self.local_score,
+        return {"score": self.score, "score_logit": self.score_logit, "local_score": self.local_score,
                 "semantic_score": self.semantic_score, "is_anomaly": self.is_anomaly}
 
 
@@ -104,16 +106,14 @@ class Detector:
     def postprocess(self, outputs: dict[str, np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[Prediction]:
         preds = []
         for i, (h, w) in enumerate(sizes):
-            amap = outputs["anomaly_map"][i, 0].astype(np.float32)
-            if amap.shape != (h, w):
-                amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
             score = float(outputs["score"][i])
             preds.append(Prediction(
                 score=score,
                 local_score=float(outputs["local_score"][i]),
                 semantic_score=float(outputs["semantic_score"][i]),
                 is_anomaly=bool(score >= self.threshold),
-                anomaly_map=amap,
+                anomaly_map=map_to_image(outputs["anomaly_map"][i, 0], self.meta.input, h, w),
+                score_logit=float(outputs["score_logit"][i]),
             ))
         return preds
 

@@ -12,7 +12,9 @@ from dualkd_edge import metrics
 from dualkd_edge.data.discovery import Category, Sample
 from dualkd_edge.detector import Detector
 from dualkd_edge.fileio import read_image, read_mask
+from dualkd_edge.preprocess import scored_box
 from dualkd_edge.progress import Progress
+from dualkd_edge.scoring import probability_threshold
 
 log = logging.getLogger("dualkd_edge")
 
@@ -30,6 +32,7 @@ class ImageRecord:
     local_score: float
     semantic_score: float
     is_anomaly: bool
+    score_logit: float
 
 
 @dataclass
@@ -57,14 +60,16 @@ def _safe(fn, *args) -> float | None:
 
 
 def image_metrics(records: list[ImageRecord]) -> dict[str, float | None]:
+    """Ranked by score_logit: the probability `score` saturates at 1.0 and would tie strong anomalies."""
     labels = np.array([r.label for r in records])
-    score = np.array([r.score for r in records])
-    f1 = _safe(metrics.f1_max, labels, score)
+    logit = np.array([r.score_logit for r in records])
+    f1 = _safe(metrics.f1_max, labels, logit)
     return {
-        "image_auroc": _safe(metrics.image_auroc, labels, score),
-        "image_ap": _safe(metrics.average_precision, labels, score),
+        "image_auroc": _safe(metrics.image_auroc, labels, logit),
+        "image_ap": _safe(metrics.average_precision, labels, logit),
         "image_f1_max": f1[0] if f1 else None,
-        "f1_threshold": f1[1] if f1 else None,
+        # as a probability, comparable with the model's `threshold`
+        "f1_threshold": probability_threshold(f1[1], logit, np.array([r.score for r in records])) if f1 else None,
         "local_auroc": _safe(metrics.image_auroc, labels, np.array([r.local_score for r in records])),
         "semantic_auroc": _safe(metrics.image_auroc, labels, np.array([r.semantic_score for r in records])),
     }
@@ -100,7 +105,7 @@ def evaluate(detector: Detector, categories: list[Category], batch_size: int = 8
         t_model += time.perf_counter() - t0
         for (s, img), p in zip(batch, preds):
             report.records.append(ImageRecord(str(s.path), s.category, s.defect, s.label, p.score,
-                                              p.local_score, p.semantic_score, p.is_anomaly))
+                                              p.local_score, p.semantic_score, p.is_anomaly, p.score_logit))
             if has_masks[s.category]:
                 mask = read_mask(s.mask_path) if s.mask_path else None
                 if mask is None:
@@ -110,7 +115,10 @@ def evaluate(detector: Detector, categories: list[Category], batch_size: int = 8
 
                     mask = cv2.resize(mask.astype(np.uint8), p.anomaly_map.shape[::-1],
                                       interpolation=cv2.INTER_NEAREST).astype(bool)
-                pixel[s.category].update(mask, p.anomaly_map)
+                # Only the part the model saw counts (a crop leaves the border unscored), as
+                # Dinomaly crops its masks.
+                y0, y1, x0, x1 = scored_box(detector.meta.input, *p.anomaly_map.shape)
+                pixel[s.category].update(mask[y0:y1, x0:x1], p.anomaly_map[y0:y1, x0:x1])
             if on_prediction is not None:
                 on_prediction(s, img, p)
     bar.close()

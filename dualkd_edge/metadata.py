@@ -12,7 +12,8 @@ from typing import Any
 from dualkd_edge import __version__
 from dualkd_edge.errors import UserError
 
-SCHEMA_VERSION = 1
+# 2: InputSpec resize/crop (an older reader would silently skip the crop), output score_logit.
+SCHEMA_VERSION = 2
 NOT_PRETRAINED_LABEL = "NOT PRETRAINED (random-init teacher): scores only show the pipeline works"
 
 
@@ -30,6 +31,16 @@ class InputSpec:
     color: str = "RGB"
     layout: str = "NCHW"
     batch: int | str = "dynamic"
+    # Geometry: the image is resized to `resize` px square, then its centre `crop` px (= height =
+    # width) are the input. None, None (artifacts made before these fields): resized straight to
+    # height x width, nothing cropped.
+    resize: int | None = None
+    crop: int | None = None
+
+    @property
+    def resize_hw(self) -> tuple[int, int]:
+        """The size the whole image is resized to before any crop."""
+        return (self.resize, self.resize) if self.crop is not None and self.resize else (self.height, self.width)
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
@@ -104,6 +115,8 @@ class ArtifactMetadata:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["teacher_weights"]["label"] = self.teacher_weights.label
+        # What is written has this schema's fields, whatever version the artifact was read as.
+        d["schema_version"] = SCHEMA_VERSION
         return d
 
     def to_json(self) -> str:

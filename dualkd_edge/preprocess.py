@@ -1,7 +1,9 @@
-"""Image -> model input, exactly as the artifact's metadata says (numpy + OpenCV, no torch).
+"""Image -> model input, exactly as the artifact's metadata says (numpy + OpenCV, no torch), and
+the model's anomaly map back onto the image.
 
 Training, calibration, export verification and every runtime backend use these functions,
-so a model sees the same pixels everywhere."""
+so a model sees the same pixels everywhere. Geometry: the whole image is resized to the input
+spec's `resize_hw`, then (presets with a crop) its centre `height x width` is the model input."""
 
 from __future__ import annotations
 
@@ -27,12 +29,55 @@ def normalize_nhwc_bgr(batch: np.ndarray, mean: Sequence[float], std: Sequence[f
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+def crop_offsets(spec: InputSpec) -> tuple[int, int]:
+    """Top-left corner of the centre crop in the resized image (rounded as torchvision's CenterCrop)."""
+    rh, rw = spec.resize_hw
+    return round((rh - spec.height) / 2.0), round((rw - spec.width) / 2.0)
+
+
+def to_model_view(img_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A uint8 image of any size -> what the model sees: resized, centre-cropped, uint8 BGR."""
+    rh, rw = spec.resize_hw
+    img = resize_to(ensure_bgr(img_bgr), rh, rw)
+    if (rh, rw) == (spec.height, spec.width):
+        return img
+    top, left = crop_offsets(spec)
+    return np.ascontiguousarray(img[top:top + spec.height, left:left + spec.width])
+
+
 def prepare_batch(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
     """BGR uint8 images of any size -> the model's input batch (float NCHW or uint8 NHWC)."""
-    resized = np.stack([resize_to(ensure_bgr(img), spec.height, spec.width) for img in images])
+    views = np.stack([to_model_view(img, spec) for img in images])
     if spec.dtype == "uint8":
-        return np.ascontiguousarray(resized)
-    return normalize_nhwc_bgr(resized, spec.mean, spec.std)
+        return np.ascontiguousarray(views)
+    return normalize_nhwc_bgr(views, spec.mean, spec.std)
+
+
+def scored_box(spec: InputSpec, height: int, width: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the part of a height x width image the model sees; all of it without a crop."""
+    rh, rw = spec.resize_hw
+    if (rh, rw) == (spec.height, spec.width):
+        return 0, height, 0, width
+    top, left = crop_offsets(spec)
+    y0, x0 = round(top * height / rh), round(left * width / rw)
+    y1 = min(height, max(y0 + 1, round((top + spec.height) * height / rh)))
+    x1 = min(width, max(x0 + 1, round((left + spec.width) * width / rw)))
+    return y0, y1, x0, x1
+
+
+def map_to_image(amap: np.ndarray, spec: InputSpec, height: int, width: int) -> np.ndarray:
+    """A model-resolution anomaly map -> the image's height x width (float32). The border a crop
+    removed was never scored: it gets the smallest value of the scored part (reads as normal in
+    overlays, never crosses a pixel threshold; pixel metrics skip it, see `scored_box`)."""
+    y0, y1, x0, x1 = scored_box(spec, height, width)
+    amap = amap.astype(np.float32, copy=False)
+    inner = amap if amap.shape == (y1 - y0, x1 - x0) else cv2.resize(amap, (x1 - x0, y1 - y0),
+                                                                       interpolation=cv2.INTER_LINEAR)
+    if (y0, y1, x0, x1) == (0, height, 0, width):
+        return inner
+    out = np.full((height, width), inner.min(), np.float32)
+    out[y0:y1, x0:x1] = inner
+    return out
 
 
 def ensure_bgr(img: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from dualkd_edge.errors import UserError
+from dualkd_edge.metadata import InputSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,10 +43,44 @@ class Preset:
     top_percent: float = 1.0
     default_weights: str = "none"
     extra: dict = field(default_factory=dict)
+    # Geometry: the whole image is resized to `resize` px square and its centre `crop` px (= img_size)
+    # are the model input (Dinomaly: 448 / 392). None, None: resized straight to img_size.
+    resize: int | None = None
+    crop: int | None = None
+    # Semantic target: the teacher's class token minus its mean over the training images (the
+    # centre). A random teacher needs it; False regresses the plain class token, as the paper states.
+    semantic_centring: bool = True
+    # LayerScale init of the class-token student's blocks; None: none (runs made before it existed).
+    ee_layerscale: float | None = None
+    # Training length (`train --steps` overrides it) and the hard-mining ramp in steps (Dinomaly:
+    # 10,000 iterations, ramp over the first 1,000), clipped to the run's length.
+    default_steps: int = 1000
+    hard_mining_ramp_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.crop is not None:
+            if self.crop != self.img_size:
+                raise UserError(f"preset {self.name}: crop {self.crop} must equal the input size {self.img_size}")
+            if self.resize is None or self.resize < self.crop:
+                raise UserError(f"preset {self.name}: a crop of {self.crop} needs resize >= {self.crop}, "
+                                f"got {self.resize}")
+        elif self.resize not in (None, self.img_size):
+            raise UserError(f"preset {self.name}: resize {self.resize} without a crop must equal the input "
+                            f"size {self.img_size} (or set crop={self.img_size})")
+        if self.default_steps < 1 or self.hard_mining_ramp_steps < 1:
+            raise UserError(f"preset {self.name}: default_steps and hard_mining_ramp_steps must be >= 1")
 
     @property
     def grid(self) -> int:
         return self.img_size // self.patch_size
+
+    def input_spec(self) -> InputSpec:
+        """The float input spec of a model built from this preset (resize/crop included)."""
+        return InputSpec(height=self.img_size, width=self.img_size, dtype="float", mean=self.mean, std=self.std,
+                         resize=self.resize if self.crop is not None else None, crop=self.crop)
+
+    def geometry_label(self) -> str:
+        return f"{self.resize} -> crop {self.crop}" if self.crop is not None else f"{self.img_size}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -75,6 +110,10 @@ PRESETS: dict[str, Preset] = {
             ee_dim=192, ee_depth=4, ee_heads=3,
             teacher_init_values=None,
             blur_sigma=2.0,
+            ee_layerscale=0.1,
+            # CPU-friendly: about 10 minutes on two cores; the ramp keeps Dinomaly's 10% ratio.
+            default_steps=500,
+            hard_mining_ramp_steps=50,
         ),
         Preset(
             name="edge-s224",
@@ -86,6 +125,10 @@ PRESETS: dict[str, Preset] = {
             decoder_depth=8, decoder_heads=6,
             ee_dim=384, ee_depth=6, ee_heads=6,
             default_weights="hub",
+            ee_layerscale=0.1,
+            # Half of Dinomaly's 10,000: a single line's few hundred images see ~200 epochs at batch 16
+            # (our choice, not measured with real weights). No crop: defects at the frame border count.
+            default_steps=5000,
         ),
         Preset(
             name="paper-b392",
@@ -97,6 +140,9 @@ PRESETS: dict[str, Preset] = {
             decoder_depth=8, decoder_heads=12,
             ee_dim=768, ee_depth=12, ee_heads=12,
             default_weights="hub",
+            ee_layerscale=0.1,
+            resize=448, crop=392,  # as Dinomaly and its published numbers
+            default_steps=10000,
         ),
     )
 }

@@ -42,6 +42,7 @@ def test_eval_table_and_report_files(trained_run, dataset_with_corrupt, tmp_path
     with open(out / "p.csv") as f:
         per_image = list(csv.DictReader(f))
     assert len(per_image) == 2 * (6 + 4 * 3)
+    assert all(float(r["score_logit"]) >= 0 for r in per_image)
     assert "| model |" in (out / "r.md").read_text()
     overlays = sorted(p.name for p in (out / "worst").glob("*.png") if not p.name.endswith("_mask.png"))
     assert len(overlays) == 4 and sum(n.startswith("false_negative") for n in overlays) == 2

@@ -48,6 +48,7 @@ def test_onnx_matches_pytorch_in_every_input_mode(trained_run, exports, dtype, b
     got = det.predict(images)
     for r, g in zip(ref, got):
         assert abs(r.score - g.score) < 2e-3
+        assert abs(r.score_logit - g.score_logit) < 1.6e-2
         assert abs(r.local_score - g.local_score) < 1e-4
         assert abs(r.semantic_score - g.semantic_score) < 1e-4
         assert np.abs(r.anomaly_map - g.anomaly_map).max() < 1e-4
@@ -71,7 +72,8 @@ def test_graph_outputs_and_metadata_round_trip(trained_run, exports):
 
     path = exports[("float", "1")]
     model = onnx.load(str(path))
-    assert [o.name for o in model.graph.output] == ["score", "local_score", "semantic_score", "anomaly_map"]
+    assert [o.name for o in model.graph.output] == ["score", "local_score", "semantic_score", "anomaly_map",
+                                                    "score_logit"]
     assert {n.op_type for n in model.graph.node} >= {"LayerNormalization", "TopK", "Sigmoid"}
     # simplified losslessly into standard ONNX only (TensorRT's parser sees no vendor domains)
     assert all(n.domain == "" for n in model.graph.node)

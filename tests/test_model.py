@@ -117,5 +117,8 @@ def test_schedules():
     assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
     assert lr_at(9, 100, 1.0, 10) == pytest.approx(1.0)
     assert lr_at(100, 100, 1.0, 10) == pytest.approx(0.1)
-    assert easy_share_at(0, 100, 0.9, 0.1) == 0
-    assert easy_share_at(50, 100, 0.9, 0.1) == pytest.approx(0.9)
+    # absolute ramp (Dinomaly: 1000 steps), flat afterwards
+    assert easy_share_at(0, 1000, 0.9) == 0
+    assert easy_share_at(500, 1000, 0.9) == pytest.approx(0.45)
+    assert easy_share_at(1000, 1000, 0.9) == pytest.approx(0.9)
+    assert easy_share_at(5000, 1000, 0.9) == pytest.approx(0.9)

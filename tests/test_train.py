@@ -101,6 +101,7 @@ def test_resume_continues_to_the_same_weights(small_dataset, tmp_path):
 
 
 def test_any_image_format_and_unreadable_files(tmp_path, caplog):
+    from dualkd_edge.presets import get_preset
     from dualkd_edge.train.images import load_training_images
 
     folder = tmp_path / "good"
@@ -118,7 +119,7 @@ def test_any_image_format_and_unreadable_files(tmp_path, caplog):
             cv2.imwrite(str(folder / f"{i}.jpg"), cv2.resize(img, (333, 111)))
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     (folder / "empty.jpg").write_bytes(b"")
-    data = load_training_images([folder], 112, 0.1, 0)
+    data = load_training_images([folder], get_preset("tiny").input_spec(), 0.1, 0)
     assert data.summary["n_skipped"] == 2
     assert data.train.shape[1:] == (112, 112, 3) and data.train.dtype == np.uint8
     assert len(data.train) + len(data.holdout) == 12

@@ -53,30 +53,33 @@ def report_json(reports: list[EvalReport]) -> dict:
 def write_per_image_csv(path: Path, reports: list[EvalReport]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["model", "path", "category", "defect", "label", "score", "local_score",
+        w.writerow(["model", "path", "category", "defect", "label", "score", "score_logit", "local_score",
                     "semantic_score", "is_anomaly"])
         for rep in reports:
             for r in rep.records:
-                w.writerow([rep.model, r.path, r.category, r.defect, r.label, f"{r.score:.6f}",
+                w.writerow([rep.model, r.path, r.category, r.defect, r.label, f"{r.score:.6f}", f"{r.score_logit:.6f}",
                             f"{r.local_score:.6f}", f"{r.semantic_score:.6f}", int(r.is_anomaly)])
 
 
 def tune_threshold(model_path: Path, report: EvalReport, max_fpr: float | None) -> str:
-    """Pick the F1-optimal threshold (or the one at a false-alarm rate) and store it in the model."""
+    """Pick the F1-optimal threshold (or the one at a false-alarm rate) on score_logit, which does not
+    saturate, and store it in the model as the probability threshold for `score`."""
     from dualkd_edge import metrics
     from dualkd_edge.model_files import update_threshold
+    from dualkd_edge.scoring import probability_threshold
 
     labels = np.array([r.label for r in report.records])
-    scores = np.array([r.score for r in report.records])
+    logits = np.array([r.score_logit for r in report.records])
     try:
         if max_fpr is not None:
-            new = metrics.threshold_at_fpr(labels, scores, max_fpr)
+            logit_threshold = metrics.threshold_at_fpr(labels, logits, max_fpr)
             how = f"false-alarm rate <= {max_fpr:g}"
         else:
-            new = metrics.f1_max(labels, scores)[1]
+            logit_threshold = metrics.f1_max(labels, logits)[1]
             how = "F1-max"
     except ValueError as exc:
         raise UserError(f"--tune-threshold: {exc} in DATA's test split") from None
+    new = probability_threshold(logit_threshold, logits, np.array([r.score for r in report.records]))
     old = update_threshold(model_path, new)
     return f"{model_path}: threshold {old:.4f} -> {new:.4f} ({how})"
 
@@ -87,8 +90,8 @@ def save_worst_overlays(out_dir: Path, detector: Detector, painter: OverlayPaint
     with their binary defect masks beside them (`<name>_mask.png`) when `masks`."""
     from dualkd_edge.fileio import read_image, write_image_atomic
 
-    anomalies = sorted((r for r in report.records if r.label == 1), key=lambda r: r.score)[:worst]
-    normals = sorted((r for r in report.records if r.label == 0), key=lambda r: -r.score)[:worst]
+    anomalies = sorted((r for r in report.records if r.label == 1), key=lambda r: r.score_logit)[:worst]
+    normals = sorted((r for r in report.records if r.label == 0), key=lambda r: -r.score_logit)[:worst]
     out_dir.mkdir(parents=True, exist_ok=True)
     n = 0
     for kind, recs in (("false_negative", anomalies), ("false_positive", normals)):

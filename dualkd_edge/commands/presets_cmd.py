@@ -1,4 +1,4 @@
-"""`dualkd-edge presets`: the named model configurations with sizes and GMACs."""
+"""`dualkd-edge presets`: the named model configurations with geometry, training length, sizes and GMACs."""
 
 from __future__ import annotations
 
@@ -41,10 +41,15 @@ def run() -> str:
         have_torch = False
     for p in PRESETS.values():
         c = count_model(p) if have_torch else {}
-        rows.append([p.name, f"{p.img_size}", p.teacher_timm_name or "custom ViT (random init)",
+        rows.append([p.name, f"{p.img_size}", f"{p.resize}" if p.crop else "-", f"{p.crop}" if p.crop else "-",
+                     p.default_steps, p.hard_mining_ramp_steps, p.teacher_timm_name or "custom ViT (random init)",
                      *(f"{c[k]:.1f}" if c else "?" for k in ("teacher_m", "ed_m", "ee_m", "gmacs")),
                      p.description])
-    table = text_table(["preset", "px", "teacher", "teacher M", "ED M", "EE M", "GMACs", "use"], rows)
+    table = text_table(["preset", "px", "resize", "crop", "steps", "ramp", "teacher", "teacher M", "ED M", "EE M",
+                        "GMACs", "use"], rows)
+    table += ("\n(px: model input; resize/crop: the image is resized to `resize` and its centre `crop` px are "
+              "the input, '-' = resized straight to px; steps: default training steps (--steps overrides); "
+              "ramp: hard-mining ramp in steps)")
     if not have_torch:
         table += "\n(parameter counts and GMACs need PyTorch: pip install 'dualkd-edge[train]')"
     return table

@@ -96,17 +96,28 @@ class NoisyOrScoring(nn.Module):
         local = torch.topk(reduced.flatten(1), self.top_k, dim=1).values.mean(1)
         semantic = 1.0 - F.cosine_similarity(out.student_cls, out.teacher_cls, dim=-1)
         mu_l, s_l, mu_s, s_s, beta = self.calib.unbind(0)
-        p_local = torch.sigmoid((local - mu_l) / s_l - beta)
-        p_semantic = torch.sigmoid((semantic - mu_s) / s_s - beta)
+        z_local = (local - mu_l) / s_l - beta
+        z_semantic = (semantic - mu_s) / s_s - beta
+        p_local = torch.sigmoid(z_local)
+        p_semantic = torch.sigmoid(z_semantic)
         score = 1.0 - (1.0 - p_local) * (1.0 - p_semantic)
-        return {"score": score, "local_score": local, "semantic_score": semantic, "anomaly_map": amap}
+        # -log(1 - P): ranks as P does, without P's saturation at 1.0 (dualkd_edge/scoring.py).
+        score_logit = stable_softplus(z_local) + stable_softplus(z_semantic)
+        return {"score": score, "local_score": local, "semantic_score": semantic, "anomaly_map": amap,
+                "score_logit": score_logit}
 
 
-OUTPUT_NAMES = ("score", "local_score", "semantic_score", "anomaly_map")
+def stable_softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(x)) from standard ops that cannot overflow (ONNX Softplus may, in TensorRT)."""
+    return F.relu(x) + torch.log(1.0 + torch.exp(-x.abs()))
+
+
+# score_logit last: exports made before it keep their output order.
+OUTPUT_NAMES = ("score", "local_score", "semantic_score", "anomaly_map", "score_logit")
 
 
 class InferenceModel(nn.Module):
-    """Image in, the four outputs out: what is exported as one ONNX graph.
+    """Image in, the five outputs out: what is exported as one ONNX graph.
 
     input_dtype "float": NCHW float32 already normalised.  "uint8": NHWC uint8 BGR at model size;
     channel swap, scaling and mean/std happen inside the graph."""

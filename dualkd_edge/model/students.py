@@ -59,6 +59,18 @@ class NoisyBottleneck(nn.Module):
         return self.net(x)
 
 
+def dinomaly_init(module: nn.Module) -> None:
+    """Dinomaly's initialisation of bottleneck and decoder: small truncated-normal Linear weights
+    (std 0.01, cut at 3 std), zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.01, a=-0.03, b=0.03)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 class EncoderDecoderStudent(nn.Module):
     """Reconstructs each teacher layer group from the fused teacher features."""
 
@@ -72,6 +84,7 @@ class EncoderDecoderStudent(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(dim, preset.decoder_heads) for _ in range(preset.decoder_depth))
         self.per_group = preset.decoder_depth // n_groups
         self.n_groups = n_groups
+        self.apply(dinomaly_init)
 
     def forward(self, fused: torch.Tensor) -> list[torch.Tensor]:
         x = self.bottleneck(fused)
@@ -88,16 +101,17 @@ class EncoderDecoderStudent(nn.Module):
 
 
 class ClassTokenStudent(nn.Module):
-    """A DINOv2-architecture ViT trained from scratch to reproduce the teacher's centred class token.
+    """A DINOv2-architecture ViT trained from scratch to reproduce the teacher's (centred) class token.
 
-    Only the class token supervises it, so it cannot learn the identity of the input."""
+    Only the class token supervises it, so it cannot learn the identity of the input. Its blocks
+    carry LayerScale (`preset.ee_layerscale`) as DINOv2's do."""
 
     def __init__(self, preset: Preset) -> None:
         super().__init__()
         from dualkd_edge.model.teacher import dinov2_architecture_vit
 
         self.vit = dinov2_architecture_vit(preset.img_size, preset.patch_size, preset.ee_dim, preset.ee_depth,
-                                           preset.ee_heads, preset.ee_reg_tokens, init_values=None)
+                                           preset.ee_heads, preset.ee_reg_tokens, init_values=preset.ee_layerscale)
         self.head = nn.Linear(preset.ee_dim, preset.teacher_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

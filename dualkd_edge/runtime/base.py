@@ -10,11 +10,22 @@ import numpy as np
 from dualkd_edge.errors import UserError
 from dualkd_edge.metadata import ArtifactMetadata
 
-OUTPUT_NAMES = ("score", "local_score", "semantic_score", "anomaly_map")
+OUTPUT_NAMES = ("score", "local_score", "semantic_score", "anomaly_map", "score_logit")
+# What every export has; those made before `score_logit` existed lack it and `infer` computes it
+# on the host from the branch scores and the metadata's calibration.
+REQUIRED_OUTPUTS = OUTPUT_NAMES[:4]
+
+
+def model_outputs(present: set[str], what: str) -> list[str]:
+    """The known outputs a model file has, in OUTPUT_NAMES order; an error if a required one is missing."""
+    missing = [n for n in REQUIRED_OUTPUTS if n not in present]
+    if missing:
+        raise UserError(f"{what}: outputs {', '.join(missing)} missing; not a dualkd-edge export")
+    return [n for n in OUTPUT_NAMES if n in present]
 
 
 class Backend(ABC):
-    """Loads one model file; `infer` maps an input batch to the four named outputs."""
+    """Loads one model file; `infer` maps an input batch to the named outputs (all of OUTPUT_NAMES)."""
 
     name: str = "backend"
     meta: ArtifactMetadata
@@ -52,6 +63,11 @@ class Backend(ABC):
         self.last_timings = {}
         t0 = time.perf_counter()
         out = self._run(batch)
+        if "score_logit" not in out:
+            from dualkd_edge.scoring import noisy_or_logit
+
+            out["score_logit"] = noisy_or_logit(out["local_score"], out["semantic_score"],
+                                                self.meta.calibration).astype(np.float32)
         self.last_timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return out
 

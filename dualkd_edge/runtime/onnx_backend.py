@@ -11,7 +11,7 @@ import numpy as np
 
 from dualkd_edge.errors import UserError
 from dualkd_edge.model_files import load_onnx_model, onnx_metadata
-from dualkd_edge.runtime.base import OUTPUT_NAMES, Backend
+from dualkd_edge.runtime.base import Backend, model_outputs
 
 log = logging.getLogger("dualkd_edge")
 
@@ -81,13 +81,13 @@ class OnnxRuntimeBackend(Backend):
         batch_dim = inp.shape[0]
         if isinstance(batch_dim, int):
             self.max_batch = self.fixed_batch = batch_dim
-        missing = [n for n in OUTPUT_NAMES if n not in {o.name for o in self.session.get_outputs()}]
-        if missing:
-            raise UserError(f"{path}: outputs {', '.join(missing)} missing; not a dualkd-edge export")
+        self.output_names = model_outputs({o.name for o in self.session.get_outputs()}, str(path))
+        if "score_logit" not in self.output_names:
+            log.info("%s: exported before the score_logit output; computing it from the branch scores", path)
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(list(OUTPUT_NAMES), {self.input_name: batch})
-        return dict(zip(OUTPUT_NAMES, outs))
+        outs = self.session.run(self.output_names, {self.input_name: batch})
+        return dict(zip(self.output_names, outs))
 
     def describe(self) -> str:
         return f"onnxruntime ({self.providers[0].replace('ExecutionProvider', '')})"

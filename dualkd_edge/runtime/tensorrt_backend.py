@@ -14,7 +14,7 @@ import numpy as np
 
 from dualkd_edge.errors import MissingDependencyError, UserError
 from dualkd_edge.metadata import ArtifactMetadata
-from dualkd_edge.runtime.base import OUTPUT_NAMES, Backend
+from dualkd_edge.runtime.base import Backend, model_outputs
 
 log = logging.getLogger("dualkd_edge")
 
@@ -78,9 +78,7 @@ class TensorRTBackend(Backend):
         self.stream = cuda.check(cuda.import_cudart().cudaStreamCreate())
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.input_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        missing = [n for n in OUTPUT_NAMES if n not in names]
-        if missing:
-            raise UserError(f"{path}: engine lacks outputs {', '.join(missing)}; not built from a dualkd-edge export")
+        self.output_names = model_outputs(set(names), f"{path} (engine)")
         # Allocate for the largest batch the engine accepts (profile 0 max, or its static shape).
         in_shape = tuple(engine.get_tensor_shape(self.input_name))
         if in_shape[0] == -1:
@@ -151,14 +149,14 @@ class TensorRTBackend(Backend):
         else:
             self._launch()
         self.timer.record(2, self.stream)
-        out_shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in OUTPUT_NAMES}
-        for name in OUTPUT_NAMES:
+        out_shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self.output_names}
+        for name in self.output_names:
             buf = self.buffers[name]
             buf.to_host(self.stream, int(np.prod(out_shapes[name])) * buf.dtype.itemsize)
         self.timer.record(3, self.stream)
         check(cudart.cudaStreamSynchronize(self.stream))
         self.last_timings.update(self.timer.elapsed_ms())
-        return {name: self.buffers[name].view(out_shapes[name])[:n].astype(np.float32) for name in OUTPUT_NAMES}
+        return {name: self.buffers[name].view(out_shapes[name])[:n].astype(np.float32) for name in self.output_names}
 
     def describe(self) -> str:
         graph = ", CUDA graph" if self.use_cuda_graph else ""

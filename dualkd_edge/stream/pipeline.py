@@ -227,6 +227,7 @@ class StreamRunner:
                     if jsonl:
                         jsonl.write({"source": frame.source_name, "source_index": frame.source, "frame": frame.index,
                                      "timestamp": round(frame.timestamp, 6), "score": round(pred.score, 6),
+                                     "score_logit": round(pred.score_logit, 6),
                                      "local_score": round(pred.local_score, 6),
                                      "semantic_score": round(pred.semantic_score, 6),
                                      "is_anomaly": pred.is_anomaly, "threshold": self.threshold,

@@ -47,13 +47,14 @@ def calibrate(model: DualStudentModel, images: np.ndarray, beta: float = 3.0) ->
 
 
 @torch.no_grad()
-def teacher_class_token_mean(model: DualStudentModel, images: np.ndarray, batch_size: int = 32,
-                             max_images: int = 512) -> torch.Tensor:
-    """The centre subtracted from the teacher's class token (kept with the weights)."""
+def teacher_class_token_mean(model: DualStudentModel, images: np.ndarray, batch_size: int = 32) -> torch.Tensor:
+    """The centre subtracted from the teacher's class token (kept with the weights): the mean over
+    ALL training images. The training list is ordered by category, so any prefix of it would be
+    the centre of the first categories only."""
     device = model.semantic_centre.device
     p = model.preset
-    tokens = []
-    for i in range(0, min(len(images), max_images), batch_size):
+    total = torch.zeros(p.teacher_dim, dtype=torch.float64, device=device)
+    for i in range(0, len(images), batch_size):
         x = torch.from_numpy(normalize_nhwc_bgr(images[i:i + batch_size], p.mean, p.std)).to(device)
-        tokens.append(model.teacher(x)[2].float())
-    return torch.cat(tokens).mean(0)
+        total += model.teacher(x)[2].double().sum(0)
+    return (total / max(1, len(images))).float()

@@ -1,4 +1,5 @@
-"""Training images held in memory at model size (uint8), split into train and calibration sets."""
+"""Training images held in memory as the model sees them (uint8, resized and cropped as the input
+spec says), split into train and calibration sets."""
 
 from __future__ import annotations
 
@@ -11,19 +12,20 @@ import numpy as np
 from dualkd_edge.data.discovery import discover_all
 from dualkd_edge.errors import UserError
 from dualkd_edge.fileio import read_image
-from dualkd_edge.preprocess import resize_to
+from dualkd_edge.metadata import InputSpec
+from dualkd_edge.preprocess import to_model_view
 
 log = logging.getLogger("dualkd_edge")
 
 
 @dataclass
 class TrainImages:
-    train: np.ndarray  # (N, H, W, 3) uint8 BGR at model size
+    train: np.ndarray  # (N, H, W, 3) uint8 BGR, the model's view
     holdout: np.ndarray  # held-out normal images for calibration
     summary: dict = field(default_factory=dict)
 
 
-def load_images(paths: list[Path], size: int) -> tuple[list[np.ndarray], list[Path]]:
+def load_images(paths: list[Path], spec: InputSpec) -> tuple[list[np.ndarray], list[Path]]:
     images, skipped = [], []
     for p in paths:
         img = read_image(p)
@@ -31,17 +33,17 @@ def load_images(paths: list[Path], size: int) -> tuple[list[np.ndarray], list[Pa
             skipped.append(p)
             log.warning("skipping unreadable image: %s", p)
             continue
-        images.append(resize_to(img, size, size))
+        images.append(to_model_view(img, spec))
     return images, skipped
 
 
-def load_training_images(roots: list[Path], size: int, holdout_fraction: float, seed: int) -> TrainImages:
+def load_training_images(roots: list[Path], spec: InputSpec, holdout_fraction: float, seed: int) -> TrainImages:
     """Read the good images of every category; hold out a share of each category for calibration."""
     cats = discover_all(roots)
     rng = np.random.default_rng(seed)
     train, holdout, per_cat, skipped_all, holdout_names = [], [], {}, [], []
     for cat in cats:
-        images, skipped = load_images(cat.train, size)
+        images, skipped = load_images(cat.train, spec)
         skipped_all += skipped
         kept = [p for p in cat.train if p not in set(skipped)]
         order = rng.permutation(len(images))
@@ -65,4 +67,5 @@ def load_training_images(roots: list[Path], size: int, holdout_fraction: float, 
         "n_skipped": len(skipped_all),
         "holdout_files": holdout_names,
     }
-    return TrainImages(np.stack(train), np.stack(holdout) if holdout else np.zeros((0, size, size, 3), np.uint8), summary)
+    empty = np.zeros((0, spec.height, spec.width, 3), np.uint8)
+    return TrainImages(np.stack(train), np.stack(holdout) if holdout else empty, summary)

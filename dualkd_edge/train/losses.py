@@ -52,10 +52,10 @@ def noisy_or_objective(d_local: torch.Tensor, d_semantic: torch.Tensor, tau_loca
     return d_local / tau_local + d_semantic / tau_semantic
 
 
-def easy_share_at(step: int, total_steps: int, final_share: float, ramp_fraction: float) -> float:
-    """Hard-mining share ramps linearly from 0 to `final_share` over the first part of training."""
-    ramp = max(1, int(total_steps * ramp_fraction))
-    return final_share * min(1.0, step / ramp)
+def easy_share_at(step: int, ramp_steps: int, final_share: float) -> float:
+    """Hard-mining share ramps linearly from 0 to `final_share` over the first `ramp_steps` steps
+    (Dinomaly: 1000), then stays."""
+    return final_share * min(1.0, step / max(1, ramp_steps))
 
 
 def lr_at(step: int, total_steps: int, base_lr: float, warmup: int, final_ratio: float = 0.1) -> float:

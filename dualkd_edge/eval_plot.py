@@ -22,7 +22,7 @@ def _roc_panel(ax, report: EvalReport) -> None:
     for cat in categories:
         recs = [r for r in report.records if r.category == cat]
         labels = np.array([r.label for r in recs])
-        scores = np.array([r.score for r in recs])
+        scores = np.array([r.score_logit for r in recs])  # ranked like the eval table: no ties at P = 1.0
         try:
             fpr, tpr, _ = metrics.roc_curve(labels, scores)
         except ValueError:  # a category without defects (or without good parts) has no ROC

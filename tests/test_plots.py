@@ -48,9 +48,9 @@ def test_eval_plot_is_a_real_png(tmp_path):
             label = int(i >= 20)
             score = float(np.clip(rng.normal(0.15 + 0.6 * label, 0.15), 0, 1))
             report.records.append(ImageRecord(f"{cat}/{i}.png", cat, "scratch" if label else "good", label, score,
-                                              score, score, score >= 0.5))
+                                              score, score, score >= 0.5, float(-np.log1p(-min(score, 0.999)))))
         report.rows[cat] = image_metrics([r for r in report.records if r.category == cat])
-    report.records.append(ImageRecord("nut/0.png", "nut", "good", 0, 0.1, 0.1, 0.1, False))  # one class: n/a
+    report.records.append(ImageRecord("nut/0.png", "nut", "good", 0, 0.1, 0.1, 0.1, False, 0.105))  # one class: n/a
     out = tmp_path / "eval.png"
     plot_eval([report, report], out)  # two models: two rows
     img = assert_real_png(out, (1100, 800))

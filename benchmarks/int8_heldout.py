@@ -73,8 +73,8 @@ def recipes(target: str) -> list[tuple[str, dict]]:
 
 
 def run_target(target: str, paths: dict, fp32_row, heldout, work: Path) -> list[dict]:
+    from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
     from dualkd_edge.compile.quantize import QuantizationSession, QuantizeOptions
-    from dualkd_edge.model_files import save_onnx_atomic
 
     rows = []
     for label, overrides in recipes(target):

@@ -29,8 +29,8 @@ TARGETS = {
 
 def prepare(preset: str, steps: int, work: Path, data: Path, video: Path) -> dict[str, Path]:
     from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.compile.quantize import quantize_int8
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.train.loop import TrainConfig, train
 
     run = work / f"{preset}-run"
@@ -116,9 +116,8 @@ def main() -> int:
     logging.getLogger("dualkd_edge").setLevel(logging.INFO)
 
     from dualkd_edge.bench.report import to_markdown, to_text
-    from dualkd_edge.data.synth import generate_dataset
+    from dualkd_edge.data.synth import generate_dataset, write_line_video
     from dualkd_edge.tables import markdown_table
-    from dualkd_edge.data.synth import write_line_video
 
     t0 = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -49,13 +49,15 @@ def colour_counts(det, painter) -> str:
 
 
 def main() -> None:
+    from dualkd_edge.bench.runner import BenchOptions
     from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.commands.bench_cmd import run_bench
+    from dualkd_edge.commands.bench_cmd import BenchOutputs, run_bench
+    from dualkd_edge.commands.eval_cmd import EvalRequest
     from dualkd_edge.commands.eval_cmd import run as run_eval
+    from dualkd_edge.compile.quantize import quantize_int8
     from dualkd_edge.data.synth import generate_dataset, render_part
     from dualkd_edge.detector import Detector
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-    from dualkd_edge.compile.quantize import quantize_int8
     from dualkd_edge.overlay import OverlayPainter
     from dualkd_edge.train.loop import TrainConfig, train
 
@@ -79,12 +81,12 @@ def main() -> None:
                                                                  caption="washer"), [cv2.IMWRITE_PNG_COMPRESSION, 9])
         print(colour_counts(det, painter))
 
-    run_eval([run], [data], plot=DOCS / "eval_plot.png", progress=False)
+    run_eval(EvalRequest([run], [data], plot=DOCS / "eval_plot.png", progress=False))
     onnx_path = export_onnx(run, Path("m.onnx"), ExportOptions(batch="dynamic")).path
     sample_calibration_set([data], 32, Path("calib"))
     int8 = quantize_int8(onnx_path, Path("calib"), Path("m.int8.onnx"), samples=32, target="cpu").path
-    run_bench([run, onnx_path, int8], "1,4", 5, 40, None, None, None, None, None, None, None, None,
-              DOCS / "bench_plot.png")
+    run_bench([run, onnx_path, int8], BenchOptions(batches=[1, 4], warmup=5, iters=40),
+              BenchOutputs(plot=DOCS / "bench_plot.png"))
     for name in ("eval_plot", "bench_plot"):
         shrink_png(DOCS / f"{name}.png")
 

@@ -96,18 +96,13 @@ def eval_(
     onnx: Optional[Path] = EngineOnnx,
 ) -> None:
     """Image AUROC / AP / F1-max and pixel AUROC / AUPRO per category, several models side by side."""
-    from dualkd_edge.commands.eval_cmd import run
+    from dualkd_edge.artifacts import LoadOptions
+    from dualkd_edge.commands.eval_cmd import EvalRequest, run
 
-    if len(paths) < 2:
-        raise UserError("eval: give at least one MODEL and then DATA")
-    if max_fpr is not None and not 0 <= max_fpr < 1:
-        raise UserError(f"--max-fpr: expected a rate in [0, 1), got {max_fpr}")
-    if worst < 1 or batch_size < 1:
-        raise UserError("--worst and --batch-size must be >= 1")
-    if save_masks and save_overlays is None:
-        raise UserError("--save-masks: masks are written beside the overlays; add --save-overlays DIR")
-    run(list(paths[:-1]), [paths[-1]], json_out, markdown, per_image, tune_threshold, max_fpr,
-        save_overlays, worst, normal_classes, batch_size, device, save_masks=save_masks, plot=plot, onnx=onnx)
+    run(EvalRequest(models=list(paths[:-1]), data=[paths[-1]], json_out=json_out, markdown_out=markdown,
+                    per_image=per_image, tune=tune_threshold, max_fpr=max_fpr, overlays=save_overlays, worst=worst,
+                    save_masks=save_masks, normal_classes=normal_classes, batch_size=batch_size, plot=plot,
+                    load=LoadOptions(device=device, onnx=onnx)))
 
 
 @app.command()
@@ -258,14 +253,16 @@ def infer(
     cuda_graph: bool = CudaGraph,
 ) -> None:
     """Run the model on cameras, streams, videos or folders: JSONL, overlays, per-stage latency."""
+    from dualkd_edge.artifacts import LoadOptions
     from dualkd_edge.commands.infer_cmd import run_infer
     from dualkd_edge.stream.capture import RetryPolicy
     from dualkd_edge.stream.pipeline import StreamOptions
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
-                         show=show, threshold=threshold, batch=batch, max_frames=max_frames, fps_limit=fps_limit,
+                         show=show, batch=batch, max_frames=max_frames, fps_limit=fps_limit,
                          retry=RetryPolicy(max_retries=retries))
-    raise typer.Exit(run_infer(model, source, opts, providers, device, onnx=onnx, cuda_graph=cuda_graph))
+    load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
+    raise typer.Exit(run_infer(model, source, opts, load, threshold))
 
 
 @app.command()
@@ -287,10 +284,15 @@ def bench(
     cuda_graph: bool = CudaGraph,
 ) -> None:
     """Latency and throughput per model and batch size, machine description, end-to-end ratio."""
-    from dualkd_edge.commands.bench_cmd import run_bench
+    from dualkd_edge.artifacts import LoadOptions
+    from dualkd_edge.bench.runner import BenchOptions
+    from dualkd_edge.commands.bench_cmd import BenchOutputs, parse_batches, run_bench
 
-    run_bench(models, batch, warmup, iters, min_time, threads, providers, source, val, json_out, csv_out, markdown, plot,
-              onnx=onnx, cuda_graph=cuda_graph)
+    opts = BenchOptions(batches=parse_batches(batch), warmup=warmup,
+                        iters=iters if iters is not None or min_time is not None else 50, min_time=min_time,
+                        source=source, val=val,
+                        load=LoadOptions(providers=providers, threads=threads, onnx=onnx, cuda_graph=cuda_graph))
+    run_bench(models, opts, BenchOutputs(json_out, csv_out, markdown, plot))
 
 
 def main() -> None:

@@ -9,14 +9,12 @@ from typing import Sequence
 
 import numpy as np
 
-from dualkd_edge.errors import UserError
+from dualkd_edge.artifacts import LoadOptions, open_backend
 from dualkd_edge.metadata import ArtifactMetadata
 from dualkd_edge.preprocess import ensure_bgr, map_to_image, prepare_batch
 from dualkd_edge.runtime.base import Backend
 
 log = logging.getLogger("dualkd_edge")
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 @dataclass
@@ -35,37 +33,21 @@ class Prediction:
                 "semantic_score": self.semantic_score, "is_anomaly": self.is_anomaly}
 
 
-def open_backend(path: str | Path, device: str = "auto", providers: Sequence[str] | None = None,
-                 threads: int | None = None, cuda_graph: bool = False, onnx: Path | None = None) -> Backend:
-    """Pick the backend by what `path` is: run directory, .onnx file or TensorRT engine.
-    `providers`/`threads` are for ONNX files; `cuda_graph` and `onnx` (the file an engine built with
-    trtexec came from) for engines."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"MODEL: not found: {path}")
-    suffix = path.suffix.lower()
-    if cuda_graph and suffix not in ENGINE_SUFFIXES:
-        raise UserError(f"--cuda-graph: replays TensorRT engines only; {path} is not one")
-    if onnx is not None and suffix not in ENGINE_SUFFIXES:
-        raise UserError(f"--onnx: names the source of a TensorRT engine; {path} is not an engine")
-    if path.is_dir():
-        from dualkd_edge.runtime.torch_backend import TorchBackend
+@dataclass
+class PreparedBatch:
+    """Images made into the model's input: `tensor` is padded to a static-batch model's size,
+    `count` images are real, `sizes` are their own heights and widths (for the maps)."""
 
-        return TorchBackend(path, device=device)
-    if suffix == ".onnx":
-        from dualkd_edge.runtime.onnx_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, providers=providers, threads=threads)
-    if suffix in ENGINE_SUFFIXES:
-        from dualkd_edge.runtime.tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend(path, cuda_graph=cuda_graph, onnx=onnx)
-    raise UserError(f"MODEL: {path} is not a run directory, .onnx file or TensorRT engine "
-                    f"({', '.join(ENGINE_SUFFIXES)})")
+    tensor: np.ndarray
+    count: int
+    sizes: list[tuple[int, int]]
 
 
 class Detector:
-    """Load any dualkd-edge artifact and predict on BGR uint8 images (as OpenCV reads them)."""
+    """Load any dualkd-edge artifact and predict on BGR uint8 images (as OpenCV reads them), in
+    three stages that callers timing them (streams, benchmarks) use one by one:
+    prepare (resize, crop, normalise) -> run (the model) -> decide (maps to image size, OK/NG at
+    the threshold this Detector owns)."""
 
     def __init__(self, backend: Backend, threshold: float | None = None, name: str | None = None) -> None:
         self.backend = backend
@@ -73,37 +55,26 @@ class Detector:
         self.name = name or backend.describe()  # the model's path when loaded from one, for messages
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", providers: Sequence[str] | None = None,
-             threshold: float | None = None, **options: object) -> "Detector":
-        """`options`: threads (ONNX Runtime), cuda_graph and onnx (engines); see `open_backend`."""
-        return cls(open_backend(path, device=device, providers=providers, **options),  # type: ignore[arg-type]
-                   threshold, str(path))
+    def load(cls, path: str | Path, threshold: float | None = None, options: LoadOptions | None = None,
+             **option_fields: object) -> "Detector":
+        """`options` (or its fields as keywords: device, providers, threads, cuda_graph, onnx):
+        see `artifacts.LoadOptions`."""
+        return cls(open_backend(path, options, **option_fields), threshold, str(path))
 
     @property
     def meta(self) -> ArtifactMetadata:
         return self.backend.meta
 
-    def predict(self, images: Sequence[np.ndarray] | np.ndarray, batch_size: int | None = None) -> list[Prediction]:
-        if isinstance(images, np.ndarray) and images.ndim in (2, 3):
-            images = [images]
+    def prepare(self, images: Sequence[np.ndarray]) -> PreparedBatch:
         images = [ensure_bgr(img) for img in images]
-        outputs = self.infer_raw(images, batch_size)
-        return self.postprocess(outputs, [img.shape[:2] for img in images])
+        tensor = self.backend.pad_to_fixed_batch(prepare_batch(images, self.meta.input))
+        return PreparedBatch(tensor, len(images), [img.shape[:2] for img in images])
 
-    def infer_raw(self, images: Sequence[np.ndarray], batch_size: int | None = None) -> dict[str, np.ndarray]:
-        """Model outputs at model resolution for a list of BGR images, batched as the model allows."""
-        step = batch_size or self.backend.max_batch or len(images) or 1
-        if self.backend.max_batch:
-            step = min(step, self.backend.max_batch)
-        chunks = []
-        for i in range(0, len(images), step):
-            part = list(images[i:i + step])
-            n = len(part)
-            out = self.backend.infer(self.backend.pad_to_fixed_batch(prepare_batch(part, self.meta.input)))
-            chunks.append({k: v[:n] for k, v in out.items()})
-        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
+    def run(self, batch: PreparedBatch) -> dict[str, np.ndarray]:
+        """Model outputs at model resolution for the batch's real images."""
+        return {k: v[:batch.count] for k, v in self.backend.infer(batch.tensor).items()}
 
-    def postprocess(self, outputs: dict[str, np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[Prediction]:
+    def decide(self, outputs: dict[str, np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[Prediction]:
         preds = []
         for i, (h, w) in enumerate(sizes):
             score = float(outputs["score"][i])
@@ -116,6 +87,24 @@ class Detector:
                 score_logit=float(outputs["score_logit"][i]),
             ))
         return preds
+
+    def _chunks(self, images: Sequence[np.ndarray], batch_size: int | None):
+        step = batch_size or self.backend.max_batch or len(images) or 1
+        if self.backend.max_batch:
+            step = min(step, self.backend.max_batch)
+        for i in range(0, len(images), step):
+            yield self.prepare(images[i:i + step])
+
+    def predict(self, images: Sequence[np.ndarray] | np.ndarray, batch_size: int | None = None) -> list[Prediction]:
+        if isinstance(images, np.ndarray) and images.ndim in (2, 3):
+            images = [images]
+        return [p for batch in self._chunks(list(images), batch_size)
+                for p in self.decide(self.run(batch), batch.sizes)]
+
+    def infer_raw(self, images: Sequence[np.ndarray], batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """Model outputs at model resolution for a list of images, batched as the model allows."""
+        chunks = [self.run(batch) for batch in self._chunks(list(images), batch_size)]
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
 
     def close(self) -> None:
         self.backend.close()

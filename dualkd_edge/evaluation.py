@@ -76,7 +76,7 @@ def image_metrics(records: list[ImageRecord]) -> dict[str, float | None]:
 
 
 def evaluate(detector: Detector, categories: list[Category], batch_size: int = 8,
-             progress: bool = True, on_prediction=None) -> EvalReport:
+             progress: bool = True) -> EvalReport:
     """Run the detector over every test sample; pixel metrics only where masks exist."""
     report = EvalReport(model=detector.backend.describe(), threshold=detector.threshold)
     samples = [s for c in categories for s in c.test]
@@ -119,8 +119,6 @@ def evaluate(detector: Detector, categories: list[Category], batch_size: int = 8
                 # Dinomaly crops its masks.
                 y0, y1, x0, x1 = scored_box(detector.meta.input, *p.anomaly_map.shape)
                 pixel[s.category].update(mask[y0:y1, x0:x1], p.anomaly_map[y0:y1, x0:x1])
-            if on_prediction is not None:
-                on_prediction(s, img, p)
     bar.close()
     report.images_per_second = len(report.records) / t_model if t_model > 0 else 0.0
     for c in categories:

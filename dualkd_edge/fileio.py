@@ -77,30 +77,11 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
-    """Bring any decoded image (gray, BGRA, 16-bit, float) to HxWx3 uint8 BGR."""
-    import cv2
-
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype in (np.float32, np.float64):
-        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise ValueError(f"unsupported pixel type {img.dtype}")
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 1:
-        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return np.ascontiguousarray(img)
-    raise ValueError(f"unsupported image shape {img.shape}")
-
-
 def read_image(path: str | os.PathLike) -> np.ndarray | None:
     """Read an image as HxWx3 uint8 BGR; None when the file is not a decodable image."""
     import cv2
+
+    from dualkd_edge.preprocess import ensure_bgr
 
     try:
         raw = np.fromfile(str(path), dtype=np.uint8)
@@ -112,7 +93,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray | None:
     if img is None:
         return None
     try:
-        return to_bgr_uint8(img)
+        return ensure_bgr(img, from_file=True)
     except ValueError:
         return None
 

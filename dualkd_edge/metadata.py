@@ -14,6 +14,9 @@ from dualkd_edge.errors import UserError
 
 # 2: InputSpec resize/crop (an older reader would silently skip the crop), output score_logit.
 SCHEMA_VERSION = 2
+# DINOv2's (ImageNet's) input normalisation; every preset uses it.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 NOT_PRETRAINED_LABEL = "NOT PRETRAINED (random-init teacher): scores only show the pipeline works"
 
 
@@ -26,8 +29,8 @@ class InputSpec:
     # "float": NCHW float32, RGB, normalised with mean/std.  "uint8": NHWC uint8 BGR at model size;
     # the graph does colour swap, scaling and normalisation itself.
     dtype: str = "float"
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     color: str = "RGB"
     layout: str = "NCHW"
     batch: int | str = "dynamic"

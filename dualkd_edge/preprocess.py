@@ -80,15 +80,22 @@ def map_to_image(amap: np.ndarray, spec: InputSpec, height: int, width: int) -> 
     return out
 
 
-def ensure_bgr(img: np.ndarray) -> np.ndarray:
-    """Accept gray (HxW), BGR and BGRA uint8 images; anything else is a caller error."""
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 numpy image, got {type(img).__name__} "
-                         f"{getattr(img, 'dtype', '')}")
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+def ensure_bgr(img: np.ndarray, from_file: bool = False) -> np.ndarray:
+    """An image -> HxWx3 uint8 BGR: gray (HxW or HxWx1), BGR or BGRA. Given arrays must be uint8 (a
+    float array could mean [0, 1] or [0, 255]: a caller error, ValueError). Decoded files
+    (`from_file`) may also be 16-bit (the high byte is kept) or float (OpenCV's convention: [0, 1])."""
+    if not isinstance(img, np.ndarray):
+        raise ValueError(f"expected a numpy image, got {type(img).__name__}")
+    if from_file and img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif from_file and img.dtype in (np.float32, np.float64):
+        img = np.clip(img * (255.0 if img.max(initial=0.0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 numpy image, got {img.dtype}")
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
     if img.ndim == 3 and img.shape[2] == 3:
-        return img
+        return np.ascontiguousarray(img)
     if img.ndim == 3 and img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     raise ValueError(f"expected an HxW or HxWx3 image, got shape {img.shape}")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 
 from dualkd_edge.errors import UserError
-from dualkd_edge.metadata import InputSpec
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from dualkd_edge.metadata import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 
 
 @dataclass(frozen=True)
@@ -37,12 +34,11 @@ class Preset:
     patch_size: int = 14
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    # timm's DINOv2 LayerScale init; None for random teachers (DESIGN.md section 5).
+    # timm's DINOv2 LayerScale init; None for random teachers (docs/design.md section 3).
     teacher_init_values: float | None = 1e-5
     blur_sigma: float = 4.0
     top_percent: float = 1.0
     default_weights: str = "none"
-    extra: dict = field(default_factory=dict)
     # Geometry: the whole image is resized to `resize` px square and its centre `crop` px (= img_size)
     # are the model input (Dinomaly: 448 / 392). None, None: resized straight to img_size.
     resize: int | None = None
@@ -89,7 +85,8 @@ class Preset:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preset":
-        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}  # older artifacts may carry retired fields ("extra")
         d["layer_groups"] = tuple(tuple(g) for g in d["layer_groups"])
         d["mean"] = tuple(d["mean"])
         d["std"] = tuple(d["std"])

@@ -1,4 +1,5 @@
-"""A dependency-free progress bar (tqdm is not part of the torch-free runtime install)."""
+"""Progress of long loops (training, evaluation): a rich progress bar on a terminal, a plain line
+every 10 s otherwise (logs of CI jobs and services stay readable and small)."""
 
 from __future__ import annotations
 
@@ -6,60 +7,68 @@ import sys
 import time
 from typing import TextIO
 
-
-def format_seconds(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    m, s = divmod(seconds, 60)
-    h, m = divmod(m, 60)
-    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+LOG_INTERVAL_S = 10.0
 
 
 class Progress:
-    """Progress line with rate and ETA; redraws in place on a TTY, prints sparse lines otherwise."""
+    """`update(n, postfix)` as work is done; `total` may change (a training fitted to a time budget)."""
 
     def __init__(self, total: int, desc: str, unit: str = "it", stream: TextIO | None = None,
                  start: int = 0, enabled: bool = True) -> None:
-        self.total = max(total, 1)
-        self.desc = desc
-        self.unit = unit
+        self.desc, self.unit = desc, unit
         self.stream = stream or sys.stderr
         self.n = start
+        self._total = max(total, 1)
         self._start_n = start
-        self.enabled = enabled
-        self._t0 = time.perf_counter()
-        self._last_draw = 0.0
-        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._t0 = self._last_line = time.perf_counter()
+        self._bar = None
         self.postfix = ""
+        self.enabled = enabled
+        if enabled and hasattr(self.stream, "isatty") and self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[postfix]}"),
+                                     console=Console(file=self.stream), transient=False)
+            self._task = self._bar.add_task(desc, total=self._total, completed=start, postfix="")
+            self._bar.start()
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self._total = max(value, 1)
+        if self._bar is not None:
+            self._bar.update(self._task, total=self._total)
 
     def update(self, n: int = 1, postfix: str | None = None) -> None:
         self.n += n
         if postfix is not None:
             self.postfix = postfix
-        now = time.perf_counter()
-        interval = 0.2 if self._tty else 10.0
-        if self.n >= self.total or now - self._last_draw >= interval:
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        if not self.enabled:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n, postfix=self.postfix)
             return
-        self._last_draw = now
-        elapsed = now - self._t0
-        done = self.n - self._start_n
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.n) / rate if rate > 0 else 0.0
-        frac = min(self.n / self.total, 1.0)
-        bar = "#" * int(frac * 20)
-        line = (f"{self.desc} [{bar:<20}] {self.n}/{self.total} {rate:.2f} {self.unit}/s "
-                f"elapsed {format_seconds(elapsed)} eta {format_seconds(eta)} {self.postfix}")
-        if self._tty:
-            self.stream.write("\r" + line[:200].ljust(100))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        now = time.perf_counter()
+        if self.enabled and (now - self._last_line >= LOG_INTERVAL_S or self.n >= self._total):
+            self._last_line = now
+            elapsed = now - self._t0
+            rate = (self.n - self._start_n) / elapsed if elapsed > 0 else 0.0
+            eta = (self._total - self.n) / rate if rate > 0 else 0.0
+            self.stream.write(f"{self.desc} {self.n}/{self._total} {rate:.2f} {self.unit}/s elapsed {elapsed:.0f} s "
+                              f"eta {eta:.0f} s {self.postfix}\n")
+            self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled and self._tty:
-            self._draw(time.perf_counter())
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -1,9 +1,9 @@
-"""Noisy-OR scoring formulas in numpy (the torch graph in model/dual_student.py mirrors these).
-
-p_k = sigmoid((s_k - mu_k) / sigma_k - beta)   calibrated probability that branch k sees an anomaly
-P   = 1 - (1 - p_L) (1 - p_S)                   Noisy-OR: either branch alone can raise the alarm
-score_logit = -log(1 - P) = softplus(z_L - beta) + softplus(z_S - beta),  z_k = (s_k - mu_k) / sigma_k
-    the same ranking as P without P's saturation at 1.0 in float32 (z - beta > ~17)
+"""Noisy-OR scoring on the host (numpy). The exported graph computes the scores itself
+(model/dual_student.py NoisyOrScoring); what the host needs is:
+- `noisy_or_logit`: score_logit = -log(1 - P) = softplus(z_L - beta) + softplus(z_S - beta), with
+  z_k = (s_k - mu_k) / sigma_k, for models exported before the graph had that output;
+- `probability_threshold`: a threshold found on score_logit as a threshold on the probability P;
+- `robust_sigma`: the calibration's spread, floored.
 """
 
 from __future__ import annotations
@@ -11,15 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from dualkd_edge.metadata import Calibration
-
-
-def calibrated_probability(score: np.ndarray | float, mu: float, sigma: float, beta: float) -> np.ndarray:
-    z = (np.asarray(score, dtype=np.float64) - mu) / sigma - beta
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def noisy_or(p_local: np.ndarray | float, p_semantic: np.ndarray | float) -> np.ndarray:
-    return 1.0 - (1.0 - np.asarray(p_local)) * (1.0 - np.asarray(p_semantic))
 
 
 def softplus(x: np.ndarray | float) -> np.ndarray:
@@ -47,11 +38,6 @@ def probability_threshold(logit_threshold: float, score_logits: np.ndarray, scor
     p = float(-np.expm1(-logit_threshold))
     flagged = np.asarray(scores, dtype=np.float64)[np.asarray(score_logits) >= logit_threshold]
     return min(p, float(flagged.min())) if flagged.size else p
-
-
-def noisy_or_nll(d_local: float, d_semantic: float, tau_local: float, tau_semantic: float) -> float:
-    """Training objective: -log P(normal) with p_k = 1 - exp(-d_k / tau_k)."""
-    return d_local / tau_local + d_semantic / tau_semantic
 
 
 def robust_sigma(values: np.ndarray, floor_fraction: float = 0.05) -> float:

@@ -8,8 +8,7 @@ import time
 
 import numpy as np
 import pytest
-
-from conftest import assert_one_line_error, assert_real_png, run_cli
+from helpers import assert_one_line_error, assert_real_png, run_cli
 from torchless import run_cli_torchless
 
 
@@ -68,13 +67,6 @@ def test_paired_speedup_cancels_machine_drift():
             {"round_p50_ms": other, "latency_ms": {"p50_ms": 5.0}}]
     assert speedup(*rows) == pytest.approx(2.0)
     assert speedup({"latency_ms": {"p50_ms": 13.0}}, {"latency_ms": {"p50_ms": 5.0}}) == pytest.approx(2.6)
-
-
-@pytest.fixture(scope="module")
-def dynamic_onnx(trained_run, tmp_path_factory):
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-
-    return export_onnx(trained_run, tmp_path_factory.mktemp("bench") / "m.onnx", ExportOptions(batch="dynamic")).path
 
 
 def test_bench_without_torch_writes_every_report(dynamic_onnx, tmp_path):

@@ -9,8 +9,13 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-
-from conftest import SHARED_DATA, assert_one_line_error, assert_real_png, needs_torch, run_cli
+from helpers import (
+    SHARED_DATA,
+    assert_one_line_error,
+    assert_real_png,
+    needs_torch,
+    run_cli,
+)
 
 pytestmark = needs_torch
 

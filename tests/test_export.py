@@ -7,17 +7,9 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-
-from conftest import assert_one_line_error, needs_torch, run_cli
+from helpers import altered_run, assert_one_line_error, needs_torch, parts, run_cli
 
 pytestmark = needs_torch
-
-
-def _parts(n: int = 4):
-    from dualkd_edge.data.synth import render_part
-
-    return [render_part("washer" if i % 2 else "bracket", 700 + i, defect="spot" if i == 3 else None)[0]
-            for i in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +31,7 @@ def exports(trained_run, tmp_path_factory):
 def test_onnx_matches_pytorch_in_every_input_mode(trained_run, exports, dtype, batch):
     from dualkd_edge import Detector
 
-    images = _parts(4)
+    images = parts(4)
     ref = Detector.load(trained_run, device="cpu").predict(images)
     det = Detector.load(exports[(dtype, batch)])
     if batch == "dynamic":  # one call with batch 4
@@ -58,7 +50,7 @@ def test_onnx_matches_pytorch_in_every_input_mode(trained_run, exports, dtype, b
 def test_uint8_path_equals_float_path(exports):
     from dualkd_edge import Detector
 
-    images = _parts(3)
+    images = parts(3)
     a = Detector.load(exports[("float", "1")]).infer_raw(images)
     b = Detector.load(exports[("uint8", "dynamic")]).infer_raw(images)
     for name in a:
@@ -68,7 +60,7 @@ def test_uint8_path_equals_float_path(exports):
 
 
 def test_graph_outputs_and_metadata_round_trip(trained_run, exports):
-    from dualkd_edge.model_files import read_metadata, update_threshold
+    from dualkd_edge.artifacts import read_metadata, update_threshold
 
     path = exports[("float", "1")]
     model = onnx.load(str(path))
@@ -92,11 +84,11 @@ def test_graph_outputs_and_metadata_round_trip(trained_run, exports):
 
 def test_map_calibration_round_trips_through_every_export(trained_run, exports, small_dataset, tmp_path):
     """The heat-map scale measured at training reaches every artifact the runtime can load."""
+    from dualkd_edge.artifacts import read_metadata, update_threshold
+    from dualkd_edge.artifacts.engines import write_sidecar
     from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.compile.quantize import quantize_int8
-    from dualkd_edge.model_files import read_metadata, update_threshold
-    from dualkd_edge.runtime.engine_sidecar import write_sidecar
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
 
     run_meta = read_metadata(trained_run)
     stats = run_meta.calibration.anomaly_map
@@ -110,25 +102,12 @@ def test_map_calibration_round_trips_through_every_export(trained_run, exports, 
     for path in artifacts:
         assert read_metadata(path).calibration.anomaly_map == stats, path
     engine = tmp_path / "m.engine"  # what `build` writes beside an engine: the ONNX metadata, as a dict
+    engine.write_bytes(b"\x00")  # (the engine itself needs TensorRT; its sidecar is what is read here)
     write_sidecar(engine, {"tensorrt_version": "10.3.0", "gpu": {}, "precision": "fp16", "path_taken": "test",
                            "build_options": {}, "metadata": read_metadata(int8).to_dict()})
     assert read_metadata(engine).calibration.anomaly_map == stats
     update_threshold(int8, 0.8)  # re-tuning the threshold keeps the scale
     assert read_metadata(int8).calibration.anomaly_map == stats
-
-
-def _broken_run(trained_run, tmp_path, prefix: str):
-    """A copy of the run whose student `prefix` has its output layer zeroed."""
-    from safetensors.torch import load_file, save_file
-
-    dst = tmp_path / prefix
-    shutil.copytree(trained_run, dst)
-    w = load_file(str(dst / "model.safetensors"))
-    for k in w:
-        if k.startswith(prefix):
-            w[k] = w[k] * 0.0 + (0.37 if k.endswith("bias") else 0.0)
-    save_file(w, str(dst / "model.safetensors"))
-    return dst
 
 
 @pytest.mark.parametrize("student,changed,unchanged", [("ed_student.blocks", "local_score", "semantic_score"),
@@ -137,8 +116,8 @@ def test_graph_holds_both_students(trained_run, exports, tmp_path, student, chan
     from dualkd_edge import Detector
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
 
-    broken = export_onnx(_broken_run(trained_run, tmp_path, student), tmp_path / "broken.onnx", ExportOptions()).path
-    images = _parts(3)
+    broken = export_onnx(altered_run(trained_run, tmp_path, student), tmp_path / "broken.onnx", ExportOptions()).path
+    images = parts(3)
     a = Detector.load(exports[("float", "1")]).infer_raw(images)
     b = Detector.load(broken).infer_raw(images)
     assert np.abs(a[changed] - b[changed]).max() > 1e-3
@@ -148,8 +127,8 @@ def test_graph_holds_both_students(trained_run, exports, tmp_path, student, chan
 def test_int8_runs_keeps_norms_in_float_and_passes_gate(trained_run, exports, small_dataset, tmp_path):
     from dualkd_edge import Detector
     from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.compile.quantize import quantize_int8
     from dualkd_edge.compile.accuracy_gate import accuracy_gate
+    from dualkd_edge.compile.quantize import quantize_int8
 
     calib = tmp_path / "calib"
     assert len(sample_calibration_set([small_dataset], 24, calib)) >= 20
@@ -165,7 +144,7 @@ def test_int8_runs_keeps_norms_in_float_and_passes_gate(trained_run, exports, sm
         if node.name.startswith("/scoring/"):
             assert node.op_type not in ("QuantizeLinear", "DequantizeLinear")
     assert result.quantized_nodes > 50
-    preds = Detector.load(result.path).predict(_parts(2))
+    preds = Detector.load(result.path).predict(parts(2))
     assert all(0 <= p.score <= 1 for p in preds)
     gate, passed = accuracy_gate(fp32, result.path, small_dataset, max_drop=10.0, max_disagree=1.0)
     assert passed, gate
@@ -174,10 +153,10 @@ def test_int8_runs_keeps_norms_in_float_and_passes_gate(trained_run, exports, sm
 
 
 def test_gate_fails_for_a_broken_candidate(trained_run, exports, small_dataset, tmp_path):
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.compile.accuracy_gate import accuracy_gate
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
 
-    broken = export_onnx(_broken_run(trained_run, tmp_path, "ed_student.blocks"), tmp_path / "b.onnx", ExportOptions()).path
+    broken = export_onnx(altered_run(trained_run, tmp_path, "ed_student.blocks"), tmp_path / "b.onnx", ExportOptions()).path
     gate, passed = accuracy_gate(exports[("float", "1")], broken, small_dataset, max_drop=0.0)
     fp32_auc = gate["fp32"]["pixel_auroc"]
     assert gate["int8"]["pixel_auroc"] != fp32_auc
@@ -185,11 +164,11 @@ def test_gate_fails_for_a_broken_candidate(trained_run, exports, small_dataset, 
 
 
 def test_cpu_target_uses_uint8_activations_and_tensorrt_refuses_it(exports, small_dataset, tmp_path):
+    from dualkd_edge.artifacts import read_metadata
     from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.errors import UserError
-    from dualkd_edge.compile.quantize import quantize_int8
     from dualkd_edge.compile.build_plan import BuildOptions, plan_build
-    from dualkd_edge.model_files import read_metadata
+    from dualkd_edge.compile.quantize import quantize_int8
+    from dualkd_edge.errors import UserError
 
     sample_calibration_set([small_dataset], 16, tmp_path / "calib")
     result = quantize_int8(exports[("float", "1")], tmp_path / "calib", tmp_path / "cpu.onnx", samples=16, target="cpu")

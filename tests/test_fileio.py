@@ -9,7 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from dualkd_edge.fileio import atomic_path, read_image, read_mask, write_bytes_atomic, write_json_atomic
+from dualkd_edge.fileio import (
+    atomic_path,
+    read_image,
+    read_mask,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 
 def mode_of(path) -> int:

@@ -8,10 +8,15 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
+from helpers import needs_torch
 
-from conftest import needs_torch
 from dualkd_edge.metadata import ArtifactMetadata, InputSpec
-from dualkd_edge.preprocess import map_to_image, prepare_batch, scored_box, to_model_view
+from dualkd_edge.preprocess import (
+    map_to_image,
+    prepare_batch,
+    scored_box,
+    to_model_view,
+)
 
 CROP_SPEC = InputSpec(height=112, width=112, resize=128, crop=112)
 
@@ -137,8 +142,8 @@ def _frames():
 @needs_torch
 def test_crop_round_trip_through_export(crop_run, tmp_path):
     from dualkd_edge import Detector
+    from dualkd_edge.artifacts import read_metadata
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-    from dualkd_edge.model_files import read_metadata
 
     assert read_metadata(crop_run).input.resize == 128 and read_metadata(crop_run).input.crop == 112
     frames = _frames()

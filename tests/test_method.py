@@ -8,10 +8,10 @@ import math
 
 import numpy as np
 import pytest
+from helpers import needs_torch, noisy_or
 
-from conftest import needs_torch
 from dualkd_edge.metadata import BranchCalibration, Calibration
-from dualkd_edge.scoring import noisy_or, noisy_or_logit, probability_threshold
+from dualkd_edge.scoring import noisy_or_logit, probability_threshold
 
 # --- score_logit: numpy side (torch-free) -------------------------------------------------------
 
@@ -190,7 +190,12 @@ def test_decoder_init_layerscale_and_parameter_groups():
     from dualkd_edge.model.dual_student import DualStudentModel
     from dualkd_edge.presets import get_preset
     from dualkd_edge.train.losses import lr_at
-    from dualkd_edge.train.optim import StudentRecipe, set_learning_rates, stable_adamw, student_param_groups
+    from dualkd_edge.train.optim import (
+        StudentRecipe,
+        set_learning_rates,
+        stable_adamw,
+        student_param_groups,
+    )
 
     torch.manual_seed(0)
     model = DualStudentModel(get_preset("tiny"))
@@ -246,11 +251,11 @@ def test_onnx_without_score_logit_gets_it_on_the_host(trained_run, tmp_path):
     scores and the metadata's calibration, the same as the graph does."""
     import cv2
     import onnx
+    from torchless import run_torchless
 
     from dualkd_edge import Detector
     from dualkd_edge.data.synth import render_part
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-    from torchless import run_torchless
 
     new = export_onnx(trained_run, tmp_path / "new.onnx", ExportOptions(batch="dynamic")).path
     model = onnx.load(str(new))
@@ -283,7 +288,7 @@ def test_onnx_without_score_logit_gets_it_on_the_host(trained_run, tmp_path):
 
 
 def test_presets_command_shows_geometry_and_default_steps():
-    from conftest import run_cli
+    from helpers import run_cli
 
     proc = run_cli("presets")
     assert proc.returncode == 0, proc.stderr

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers import calibrated_probability, needs_torch, noisy_or, noisy_or_nll
 
-from conftest import needs_torch
-from dualkd_edge.scoring import calibrated_probability, noisy_or, noisy_or_nll, robust_sigma
+from dualkd_edge.scoring import robust_sigma
 
 pytestmark = needs_torch
 

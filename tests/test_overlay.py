@@ -12,8 +12,20 @@ import pytest
 
 from dualkd_edge.errors import UserError
 from dualkd_edge.map_scale import MAX_POSITION, SPREAD_POSITION, HeatScale, MapHistogram
-from dualkd_edge.metadata import ArtifactMetadata, BranchCalibration, Calibration, InputSpec, TeacherWeights
-from dualkd_edge.overlay import BANNER_FRACTION, NG_COLOURS, OK_COLOURS, OverlayPainter, colour_lut
+from dualkd_edge.metadata import (
+    ArtifactMetadata,
+    BranchCalibration,
+    Calibration,
+    InputSpec,
+    TeacherWeights,
+)
+from dualkd_edge.overlay import (
+    BANNER_FRACTION,
+    NG_COLOURS,
+    OK_COLOURS,
+    OverlayPainter,
+    colour_lut,
+)
 
 
 def _normal_map(rng: np.random.Generator, size: int = 64) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The calibrated heat-map scale with a really trained model: good parts stay cool, painted defects
-turn red where they are. Random-init teacher (DESIGN.md section 5): a weak model, so the checks
+turn red where they are. Random-init teacher (docs/design.md section 3): a weak model, so the checks
 allow what such a model gets wrong and say so."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from conftest import needs_torch
+from helpers import needs_torch
 
 pytestmark = [needs_torch, pytest.mark.slow]
 

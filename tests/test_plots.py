@@ -8,8 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
-
-from conftest import assert_one_line_error, assert_real_png, run_cli
+from helpers import assert_one_line_error, assert_real_png, run_cli
 
 
 def _bench_row(model: str, batch: int, p50: float, rounds: list[float]) -> dict:

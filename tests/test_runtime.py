@@ -6,16 +6,14 @@ import json
 
 import numpy as np
 import pytest
-
-from conftest import assert_one_line_error, needs_torch, run_cli
+from helpers import assert_one_line_error, needs_torch, run_cli
 from torchless import run_cli_torchless, run_torchless
 
 
-@pytest.fixture(scope="module")
-def onnx_model(trained_run, tmp_path_factory):
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-
-    return export_onnx(trained_run, tmp_path_factory.mktemp("rt") / "m.onnx", ExportOptions(batch="dynamic")).path
+@pytest.fixture
+def onnx_model(dynamic_onnx):
+    """The shared dynamic-batch export (conftest)."""
+    return dynamic_onnx
 
 
 def test_choose_providers():
@@ -41,8 +39,12 @@ def test_tensorrt_ep_options(tmp_path):
 
 
 def test_engine_sidecar_compatibility(tmp_path):
+    from dualkd_edge.artifacts.engines import (
+        check_compatible,
+        read_sidecar,
+        write_sidecar,
+    )
     from dualkd_edge.errors import UserError
-    from dualkd_edge.runtime.engine_sidecar import check_compatible, read_sidecar, write_sidecar
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
@@ -61,11 +63,11 @@ def test_engine_sidecar_compatibility(tmp_path):
 
 
 def test_calibration_batches_match_inference_preprocessing(onnx_model, small_dataset, tmp_path):
+    from dualkd_edge.artifacts import read_metadata
     from dualkd_edge.calibration_images import sample_calibration_set
     from dualkd_edge.compile.calibration_batches import CalibrationBatches
-    from dualkd_edge.model_files import read_metadata
-    from dualkd_edge.preprocess import prepare_batch
     from dualkd_edge.fileio import read_image
+    from dualkd_edge.preprocess import prepare_batch
 
     files = sample_calibration_set([small_dataset], 10, tmp_path / "calib")
     meta = read_metadata(onnx_model)
@@ -122,9 +124,9 @@ def _tensorrt_usable() -> bool:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_matches_onnxruntime(onnx_model, tmp_path, precision):
     from dualkd_edge import Detector
-    from dualkd_edge.data.synth import render_part
     from dualkd_edge.compile.build_plan import BuildOptions
     from dualkd_edge.compile.tensorrt_build import build_engine
+    from dualkd_edge.data.synth import render_part
 
     engine = tmp_path / f"m.{precision}.engine"
     build_engine(onnx_model, engine, BuildOptions(precision=precision, batch="1:2:4", workspace_gib=1))
@@ -177,8 +179,8 @@ def test_run_directory_without_torch_is_a_clear_error(trained_run, small_dataset
 
 @needs_torch
 def test_onnx_backend_equals_torch_backend(trained_run, onnx_model):
+    from dualkd_edge.artifacts import open_backend
     from dualkd_edge.data.synth import render_part
-    from dualkd_edge.detector import open_backend
     from dualkd_edge.preprocess import prepare_batch
 
     images = [render_part("washer", i, defect="scratch" if i == 2 else None)[0] for i in range(3)]

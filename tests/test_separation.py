@@ -1,13 +1,12 @@
 """End to end: one multi-class model separates defects and an unseen part kind in both categories.
 
-Random-init teacher (DESIGN.md section 5): this shows the pipeline works, not pretrained accuracy."""
+Random-init teacher (docs/design.md section 3): this shows the pipeline works, not pretrained accuracy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from conftest import needs_torch
+from helpers import needs_torch
 
 pytestmark = [needs_torch, pytest.mark.slow]
 

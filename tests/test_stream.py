@@ -16,16 +16,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import assert_one_line_error, run_cli
 
-from conftest import assert_one_line_error, run_cli
-from stream_servers import MjpegServer, RtspServer, write_video
+from dualkd_edge.testing.stream_servers import MjpegServer, RtspServer, write_video
 
 
-@pytest.fixture(scope="module")
-def model(trained_run, tmp_path_factory):
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-
-    return export_onnx(trained_run, tmp_path_factory.mktemp("stream") / "m.onnx", ExportOptions(batch="dynamic")).path
+@pytest.fixture
+def model(dynamic_onnx):
+    """The shared dynamic-batch export (conftest)."""
+    return dynamic_onnx
 
 
 def _lines(path: Path) -> list[dict]:
@@ -84,8 +83,13 @@ def test_saved_images_get_defect_masks_beside_them(model, tmp_path):
 
 def test_model_without_map_statistics_still_draws_but_refuses_masks(model, tmp_path):
     """Artifacts exported before the calibrated scale: per-image colours, one warning, no masks."""
+    from dualkd_edge.artifacts.onnx_files import (
+        load_onnx_model,
+        onnx_metadata,
+        save_onnx_atomic,
+        set_onnx_metadata,
+    )
     from dualkd_edge.data.synth import render_part
-    from dualkd_edge.model_files import load_onnx_model, onnx_metadata, save_onnx_atomic, set_onnx_metadata
 
     proto = load_onnx_model(model, load_weights=True)
     meta = onnx_metadata(proto, model)
@@ -224,7 +228,7 @@ def test_sigint_stops_cleanly_with_summary(model, tmp_path):
 
 def test_sources_that_do_not_exist_are_clear_errors(model, tmp_path):
     assert_one_line_error(run_cli("infer", model, tmp_path / "missing.mp4"), "missing.mp4", "does not exist")
-    from stream_servers import free_port
+    from dualkd_edge.testing.stream_servers import free_port
 
     url = f"rtsp://admin:secret@127.0.0.1:{free_port()}/cam"
     proc = run_cli("infer", model, url, "--retries", "1")

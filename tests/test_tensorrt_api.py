@@ -20,8 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO
+from helpers import REPO
 
 RELEASES = {"10.3": "10.3.0", "10.13": "10.13.3.9", "11.4": "11.4.0.106"}
 CACHE = Path(os.environ.get("DUALKD_TENSORRT_BINDINGS", REPO / ".ci" / "cache" / "tensorrt-bindings"))

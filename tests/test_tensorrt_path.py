@@ -9,9 +9,8 @@ import json
 import numpy as np
 import onnx
 import pytest
+from helpers import altered_run, assert_one_line_error, needs_torch, run_cli
 from onnx import TensorProto, helper, numpy_helper
-
-from conftest import assert_one_line_error, needs_torch, run_cli
 
 VERSIONS = ["10.3", "10.13", "11"]
 
@@ -159,8 +158,8 @@ def test_check_cli_lines_exit_codes_and_errors(tmp_path):
 def variants(trained_run, small_dataset, tmp_path_factory):
     """Every export variant we produce, and both INT8 targets."""
     from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.compile.quantize import quantize_int8
+    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
 
     out = tmp_path_factory.mktemp("variants")
     calib = out / "calib"
@@ -246,8 +245,6 @@ def test_fp16_int8_graph_scores_like_the_fp32_high_one(variants, small_dataset):
 @needs_torch
 def test_compare_passes_a_run_against_its_export_and_catches_altered_weights(trained_run, variants, small_dataset,
                                                                               tmp_path):
-    from test_export import _broken_run
-
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
 
     proc = run_cli("compare", trained_run, variants["fp32"], variants["fp16"], "--images", small_dataset,
@@ -260,7 +257,7 @@ def test_compare_passes_a_run_against_its_export_and_catches_altered_weights(tra
     assert first["decisions"]["disagree"] == 0 and first["score_spearman"] > 0.999
     assert {o["name"] for o in first["outputs"]} >= {"score", "local_score", "semantic_score", "anomaly_map"}
 
-    altered = _broken_run(trained_run, tmp_path, "ed_student.blocks")
+    altered = altered_run(trained_run, tmp_path, "ed_student.blocks")
     altered_onnx = export_onnx(altered, tmp_path / "altered.onnx", ExportOptions(verify=False)).path
     proc = run_cli("compare", variants["fp32"], altered_onnx, "--images", small_dataset)
     assert proc.returncode == 1
@@ -274,7 +271,12 @@ def test_compare_errors(tmp_path):
 
 
 def test_comparison_tolerances_by_precision_and_nonfinite_values():
-    from dualkd_edge.comparison import FP16_TOLERANCE, Tolerance, compare_outputs, decision_agreement
+    from dualkd_edge.comparison import (
+        FP16_TOLERANCE,
+        Tolerance,
+        compare_outputs,
+        decision_agreement,
+    )
 
     assert Tolerance.for_precisions(["fp32", "int8"]).atol is None
     assert Tolerance.for_precisions(["fp32", "fp16"]).atol == FP16_TOLERANCE
@@ -289,7 +291,13 @@ def test_comparison_tolerances_by_precision_and_nonfinite_values():
 # -- build plan per TensorRT version (what `build` does, decided without TensorRT) ----------------------
 
 def _meta(precision="fp32", target=None):
-    from dualkd_edge.metadata import ArtifactMetadata, BranchCalibration, Calibration, InputSpec, TeacherWeights
+    from dualkd_edge.metadata import (
+        ArtifactMetadata,
+        BranchCalibration,
+        Calibration,
+        InputSpec,
+        TeacherWeights,
+    )
 
     export = {"precision": precision}
     if target:
@@ -369,8 +377,8 @@ def test_trtexec_for_weak_int8_pins_the_scoring_and_names_a_content_keyed_cache(
 def test_engine_built_outside_dualkd_edge_is_adopted_with_its_onnx(tmp_path):
     """Without a sidecar the metadata comes from the ONNX named with --onnx (the sidecar is written
     once TensorRT has loaded the engine, which needs a GPU)."""
+    from dualkd_edge.artifacts.engines import read_sidecar
     from dualkd_edge.errors import UserError
-    from dualkd_edge.runtime.engine_sidecar import read_sidecar
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\x00" * 16)
@@ -382,8 +390,8 @@ def test_engine_built_outside_dualkd_edge_is_adopted_with_its_onnx(tmp_path):
 
 @needs_torch
 def test_engine_adoption_reads_metadata_from_the_onnx(variants, tmp_path):
-    from dualkd_edge.model_files import read_metadata
-    from dualkd_edge.runtime.engine_sidecar import read_sidecar
+    from dualkd_edge.artifacts import read_metadata
+    from dualkd_edge.artifacts.engines import read_sidecar
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\x00" * 16)
@@ -456,12 +464,15 @@ def test_mixed_precision_recovers_a_badly_calibrated_model(variants, small_datas
                    "--max-drop", "0", "--max-disagree", "0", "--samples", "8", "--target", "cpu")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = [line for line in proc.stdout.splitlines() if line.strip().startswith("step ")]
-    assert steps[0].endswith("failed") and steps[-1].endswith("PASSED") and len(steps) >= 2
+    assert steps[0].endswith("failed") and "(all-int8)" in steps[0] and len(steps) >= 2
+    assert any("(search)" in s and s.endswith("PASSED") for s in steps)
     assert "x FP32 speed" in steps[0]  # the price of each step, measured on this machine (CPU target)
-    assert "sensitivity (error in calibration sigmas" in proc.stdout
+    assert "sensitivity (error in calibration sigmas" in proc.stdout and "accuracy gate: PASSED" in proc.stdout
     meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["dualkd_edge"])
     kept = meta["export"]["quantization"]["kept_float"]
     assert kept and meta["export"]["quantization"]["quantized_groups"] == 20 - len(kept)
+    last_passing = [s for s in steps if s.endswith("PASSED")][-1]  # after pruning, the smallest passing set
+    assert sorted(last_passing.split("float: ")[1].split(" |")[0].split(", ")) == kept
     model = onnx.load(str(out))
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
     for node in model.graph.node:
@@ -496,10 +507,10 @@ def test_smoothing_is_exact_in_float_and_reaches_every_layernorm_linear(variants
 
     import onnxruntime as ort
 
+    from dualkd_edge.artifacts import read_metadata
+    from dualkd_edge.comparison import comparison_images
     from dualkd_edge.compile.calibration_batches import CalibrationBatches
     from dualkd_edge.compile.smoothing import channel_absmax, find_targets, smooth
-    from dualkd_edge.comparison import comparison_images
-    from dualkd_edge.model_files import read_metadata
 
     model = onnx.load(str(variants["fp32"]))
     targets = find_targets(model)

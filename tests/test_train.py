@@ -7,8 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-
-from conftest import assert_one_line_error, needs_torch, run_cli
+from helpers import assert_one_line_error, needs_torch, run_cli
 
 pytestmark = needs_torch
 

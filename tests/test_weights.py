@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from conftest import assert_one_line_error, needs_torch, run_cli
+from helpers import assert_one_line_error, needs_torch, run_cli
 
 pytestmark = needs_torch
 
@@ -94,12 +93,13 @@ def test_weight_layouts_give_identical_teacher_outputs(tmp_path, reference_teach
 
 def test_official_layout_at_another_resolution_is_resampled(tmp_path):
     """Official checkpoints are trained at 518 px: the position embedding is resampled to the preset."""
+    from dataclasses import replace
+
     import torch
 
     from dualkd_edge.model.teacher import DinoTeacher
     from dualkd_edge.model.weights import load_teacher_weights
     from dualkd_edge.presets import get_preset
-    from dataclasses import replace
 
     preset = get_preset("tiny")
     big = replace(preset, img_size=preset.img_size * 2)
@@ -127,11 +127,12 @@ def test_pickled_objects_are_refused(tmp_path):
 
 
 def test_mismatched_weights_are_a_one_line_error(tmp_path, small_dataset):
+    from dataclasses import replace
+
     import torch
 
     from dualkd_edge.model.teacher import DinoTeacher
     from dualkd_edge.presets import Preset, get_preset
-    from dataclasses import replace
 
     wide: Preset = replace(get_preset("tiny"), teacher_dim=96, teacher_heads=3)
     path = tmp_path / "wrong.pth"

@@ -97,8 +97,8 @@ def to_csv(report: dict) -> str:
     return buf.getvalue()
 
 
-def write_reports(report: dict, samples: dict, json_out: Path | None, csv_out: Path | None,
-                  markdown_out: Path | None, plot_out: Path | None) -> None:
+def write_reports(report: dict, json_out: Path | None, csv_out: Path | None, markdown_out: Path | None,
+                  plot_out: Path | None) -> None:
     if json_out:
         write_json_atomic(json_out, report)
     if csv_out:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from dualkd_edge.artifacts import LoadOptions
 from dualkd_edge.bench.stats import LatencyStats
 from dualkd_edge.bench.timing import Contender, backend_contender, time_side_by_side
 from dualkd_edge.errors import UserError
@@ -23,14 +24,11 @@ class BenchOptions:
     warmup: int = 10
     iters: int | None = 50
     min_time: float | None = None
-    threads: int | None = None
-    providers: list[str] | None = None
     source: str | None = None
     source_frames: int = 300
     val: Path | None = None
     camera_size: tuple[int, int] = (480, 640)  # the frame size pre/post-processing is timed at
-    engine_onnx: Path | None = None  # the ONNX a trtexec-built engine came from
-    cuda_graph: bool = False  # replay static-shape engines as CUDA graphs
+    load: LoadOptions = field(default_factory=LoadOptions)  # threads, providers, engine options
 
     def validate(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -41,8 +39,8 @@ class BenchOptions:
             raise UserError(f"--iters: must be >= 1, got {self.iters}")
         if self.min_time is not None and self.min_time <= 0:
             raise UserError(f"--min-time: must be > 0 seconds, got {self.min_time}")
-        if self.threads is not None and self.threads < 1:
-            raise UserError(f"--threads: must be >= 1, got {self.threads}")
+        if self.load.threads is not None and self.load.threads < 1:
+            raise UserError(f"--threads: must be >= 1, got {self.load.threads}")
 
 
 @dataclass
@@ -72,18 +70,19 @@ class BenchRow:
 
 
 def open_for_bench(path: Path, opts: BenchOptions):
-    from dualkd_edge.detector import ENGINE_SUFFIXES, open_backend
+    from dualkd_edge.artifacts import RUN, kind_of, open_backend
 
-    if Path(path).is_dir():
-        backend = open_backend(path, device="cpu" if opts.providers in (None, ["cpu"]) else "auto")
-        if opts.threads:
+    load = opts.load.for_path(path)
+    if kind_of(path) is RUN:
+        # PyTorch on the CPU unless GPU providers were asked for; its threads as ONNX Runtime's
+        device = "cpu" if load.providers in (None, ["cpu"]) else load.device
+        backend = open_backend(path, replace(load, device=device))
+        if load.threads:
             import torch
 
-            torch.set_num_threads(opts.threads)
+            torch.set_num_threads(load.threads)
         return backend
-    is_engine = Path(path).suffix.lower() in ENGINE_SUFFIXES
-    return open_backend(path, providers=opts.providers, threads=opts.threads,
-                        cuda_graph=opts.cuda_graph and is_engine, onnx=opts.engine_onnx if is_engine else None)
+    return open_backend(path, load)
 
 
 def model_gmacs(path: Path, meta) -> float | None:
@@ -91,7 +90,7 @@ def model_gmacs(path: Path, meta) -> float | None:
     if meta.export.get("gmacs"):
         return float(meta.export["gmacs"])
     try:
-        from dualkd_edge.commands.presets_cmd import count_model
+        from dualkd_edge.model.complexity import count_model
         from dualkd_edge.presets import Preset
 
         return count_model(Preset.from_dict(meta.preset))["gmacs"]
@@ -113,7 +112,7 @@ def host_stage_times(detector, camera_size: tuple[int, int], batch: int, repeats
         t0 = time.perf_counter()
         prepare_batch(frames, spec)
         t1 = time.perf_counter()
-        detector.postprocess(outputs, [camera_size] * batch)
+        detector.decide(outputs, [camera_size] * batch)
         t2 = time.perf_counter()
         pre.append((t1 - t0) * 1e3 / batch)
         post.append((t2 - t1) * 1e3 / batch)
@@ -170,8 +169,8 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
         machine["reference_matmul_gflops"] = reference_flops / (reference.stats()[0].p50_ms / 1e3) / 1e9
     rows = [results[str(path), b] for path in models for b in opts.batches]
     return {"machine": machine, "options": {"batches": opts.batches, "warmup": opts.warmup, "iters": opts.iters,
-                                            "min_time": opts.min_time, "threads": opts.threads,
-                                            "providers": opts.providers, "source": opts.source,
+                                            "min_time": opts.min_time, "threads": opts.load.threads,
+                                            "providers": opts.load.providers, "source": opts.source,
                                             "timing": "models and the reference matmul timed in alternating rounds"},
             "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from dualkd_edge.errors import UserError
@@ -17,20 +18,24 @@ def parse_batches(text: str) -> list[int]:
     return values
 
 
-def run_bench(models, batch, warmup, iters, min_time, threads, providers, source, val, json_out, csv_out,
-              markdown, plot, onnx=None, cuda_graph: bool = False) -> dict:
-    from dualkd_edge.bench.report import to_text, write_reports
-    from dualkd_edge.bench.runner import BenchOptions, bench_models
+@dataclass
+class BenchOutputs:
+    json: Path | None = None
+    csv: Path | None = None
+    markdown: Path | None = None
+    plot: Path | None = None
 
-    if plot is not None:
+
+def run_bench(models: list[Path], opts, outputs: BenchOutputs) -> dict:
+    """`opts`: bench.runner.BenchOptions."""
+    from dualkd_edge.bench.report import to_text, write_reports
+    from dualkd_edge.bench.runner import bench_models
+
+    if outputs.plot is not None:
         from dualkd_edge.plotting import check_plot_request
 
-        check_plot_request("--plot", plot)
-    opts = BenchOptions(batches=parse_batches(batch), warmup=warmup,
-                        iters=iters if iters is not None or min_time is not None else 50, min_time=min_time,
-                        threads=threads, providers=providers, source=source, val=Path(val) if val else None,
-                        engine_onnx=onnx, cuda_graph=cuda_graph)
+        check_plot_request("--plot", outputs.plot)
     report = bench_models([Path(m) for m in models], opts)
     print(to_text(report))
-    write_reports(report, {}, json_out, csv_out, markdown, plot)
+    write_reports(report, outputs.json, outputs.csv, outputs.markdown, outputs.plot)
     return report

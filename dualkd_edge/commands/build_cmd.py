@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dualkd_edge.detector import ENGINE_SUFFIXES
+from dualkd_edge.artifacts import ENGINE_SUFFIXES
 from dualkd_edge.errors import UserError
 
 # Without TensorRT, --print-trtexec shows both paths: before and from 10.12 (weak typing deprecated).
@@ -13,8 +13,8 @@ REPRESENTATIVE_VERSIONS = {"TensorRT < 10.12 (JetPack 6: 10.3)": "10.3.0", "Tens
 
 def run_build(model: Path, out: Path, opts, print_trtexec: bool) -> int:
     """Exit code: 0, or 1 when the engine disagreed with its ONNX (it is then set aside)."""
+    from dualkd_edge.artifacts.onnx_files import load_onnx_model, onnx_metadata
     from dualkd_edge.compile.tensorrt_build import build_engine
-    from dualkd_edge.model_files import load_onnx_model, onnx_metadata
 
     opts.validate()
     if not model.is_file():
@@ -51,7 +51,11 @@ def trtexec_lines(model: Path, out: Path, opts, proto, meta, version: str) -> st
     import copy
 
     from dualkd_edge.compile.build_plan import (
-        calibration_cache_path, input_shapes, pinned_fp32_nodes, plan_build, trtexec_command,
+        calibration_cache_path,
+        input_shapes,
+        pinned_fp32_nodes,
+        plan_build,
+        trtexec_command,
     )
     from dualkd_edge.compile.tensorrt_build import static_batch_of
 

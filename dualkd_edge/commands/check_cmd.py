@@ -24,8 +24,8 @@ def versions_to_check(tensorrt: str) -> list[str]:
 
 def run_check(model: Path, tensorrt: str, dla: bool) -> int:
     """Prints one line per violation and returns 1; prints nothing and returns 0 when clean."""
+    from dualkd_edge.artifacts.onnx_files import load_onnx_model
     from dualkd_edge.compile.tensorrt_rules import check_versions
-    from dualkd_edge.model_files import load_onnx_model
 
     versions = versions_to_check(tensorrt)
     if not model.is_file():

@@ -12,8 +12,14 @@ def run_compare(models: list[Path], images: Path, atol: float | None = None, max
                 max_auroc_drop: float | None = None, max_images: int = 200, json_out: Path | None = None,
                 providers=None, device: str = "auto", onnx: Path | None = None, cuda_graph: bool = False) -> int:
     """Exit code 0 when every candidate agrees with the first model within its tolerances, else 1."""
-    from dualkd_edge.comparison import Tolerance, artifact_precision, compare_detectors, comparison_images
-    from dualkd_edge.detector import ENGINE_SUFFIXES, Detector
+    from dualkd_edge.artifacts import ENGINE_SUFFIXES
+    from dualkd_edge.comparison import (
+        Tolerance,
+        artifact_precision,
+        compare_detectors,
+        comparison_images,
+    )
+    from dualkd_edge.detector import Detector
     from dualkd_edge.fileio import write_json_atomic
 
     if len(models) < 2:

@@ -27,19 +27,20 @@ def prepare_out(out: Path) -> None:
 
 
 def run(out: Path, max_time: float, steps: int, seed: int) -> dict:
+    from dualkd_edge.data.discovery import discover_all
     from dualkd_edge.data.synth import generate_dataset
     from dualkd_edge.detector import Detector
-    from dualkd_edge.data.discovery import discover_all
     from dualkd_edge.evaluation import evaluate
-    from dualkd_edge.train.loop import TrainConfig, train
+    from dualkd_edge.recipes import train_once
+    from dualkd_edge.thresholds import tune_threshold
 
     t_start = time.perf_counter()
     prepare_out(out)
     print(f"[1/6] generating a two-part-kind production-line dataset in {out / 'data'}")
     data = generate_dataset(out / "data", seed=seed)
     print(f"[2/6] training the 'tiny' preset for at most {max_time:.0f} s ({NOT_PRETRAINED_LABEL})")
-    result = train(TrainConfig(data=[data], out=out / "run", preset="tiny", weights="none", steps=steps,
-                               max_time=max_time, seed=seed, checkpoint_every=10**9))
+    result = train_once([data], out / "run", preset="tiny", weights="none", steps=steps, max_time=max_time,
+                        seed=seed, checkpoint_every=10**9)
     print(f"      {result.steps} steps in {result.seconds:.0f} s; final losses "
           + ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items()))
     print("[3/6] evaluating on the test split (good parts, scratches, spots, missing pieces, wrong part kind)")
@@ -52,10 +53,8 @@ def run(out: Path, max_time: float, steps: int, seed: int) -> dict:
                  mean["pixel_auroc"], mean["pixel_aupro"]])
     print(text_table(["category", "n", "image AUROC (Noisy-OR)", "local", "semantic", "pixel AUROC",
                       "AUPRO"], rows))
-    from dualkd_edge.commands.eval_cmd import tune_threshold
-
     # A real line tunes on its own labelled images; here the test split doubles for it (optimistic).
-    print("      " + tune_threshold(out / "run", report, None) + " [tuned on the test split]")
+    print(f"      {tune_threshold(out / 'run', report, None)} [tuned on the test split]")
     deploy = export_and_quantize(out, data)
     stream = stream_video(out)
     wall = time.perf_counter() - t_start
@@ -69,7 +68,6 @@ def run(out: Path, max_time: float, steps: int, seed: int) -> dict:
 
 def stream_video(out: Path):
     """Run the exported model over a generated line video like `dualkd-edge infer` does."""
-    from dualkd_edge.commands.infer_cmd import format_summary
     from dualkd_edge.data.synth import write_line_video
     from dualkd_edge.detector import Detector
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
@@ -84,7 +82,7 @@ def stream_video(out: Path):
     from dualkd_edge.fileio import write_json_atomic
 
     write_json_atomic(stream_dir / "summary.json", summary.to_dict())
-    print("      " + format_summary(summary).replace("\n", "\n      "))
+    print("      " + summary.format().replace("\n", "\n      "))
     return summary
 
 
@@ -92,24 +90,20 @@ def export_and_quantize(out: Path, data: Path) -> dict:
     """Export, calibrate, quantize, and compare PyTorch / ONNX Runtime FP32 / INT8 side by side."""
     from contextlib import ExitStack
 
+    from dualkd_edge.artifacts import open_backend
     from dualkd_edge.bench.timing import backend_contender, time_side_by_side
-    from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.detector import open_backend
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-    from dualkd_edge.compile.quantize import quantize_int8
     from dualkd_edge.compile.accuracy_gate import accuracy_gate
+    from dualkd_edge.recipes import deploy
 
     print("[4/6] exporting one fused ONNX graph, sampling calibration images, quantizing to INT8")
-    exported = export_onnx(out / "run", out / "model.onnx", ExportOptions())
-    worst = max(d.max_abs for d in exported.differences)
-    print(f"      ONNX Runtime vs PyTorch: largest difference {worst:.1e} (all within tolerance)")
-    sample_calibration_set([data], 64, out / "calib_data")
     # The demo runs on the CPU: UINT8 activations take ONNX Runtime's fast U8S8 kernels.
-    quantize_int8(exported.path, out / "calib_data", out / "model.int8.onnx", "minmax", 64, target="cpu")
-    gate, passed = accuracy_gate(exported.path, out / "model.int8.onnx", data, max_drop=1.0)
+    deployment = deploy(out / "run", data, out, target="cpu")
+    worst = max(d.max_abs for d in deployment.export_differences)
+    print(f"      ONNX Runtime vs PyTorch: largest difference {worst:.1e} (all within tolerance)")
+    gate, passed = accuracy_gate(deployment.onnx, deployment.int8, data, max_drop=1.0)
     print("[5/6] FP32 vs INT8 accuracy, and latency at batch 1 measured side by side on this machine")
-    models = {"PyTorch eager": out / "run", "ONNX Runtime FP32": exported.path,
-              "ONNX Runtime INT8": out / "model.int8.onnx"}
+    models = {"PyTorch eager": out / "run", "ONNX Runtime FP32": deployment.onnx,
+              "ONNX Runtime INT8": deployment.int8}
     with ExitStack() as stack:
         contenders = {label: backend_contender(stack.enter_context(open_backend(path, device="cpu")))
                       for label, path in models.items()}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from dualkd_edge.artifacts import LoadOptions
 from dualkd_edge.data.discovery import Category, discover_all
-from dualkd_edge.detector import ENGINE_SUFFIXES, Detector
+from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
 from dualkd_edge.evaluation import EvalReport, evaluate
 from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
@@ -61,29 +61,6 @@ def write_per_image_csv(path: Path, reports: list[EvalReport]) -> None:
                             f"{r.local_score:.6f}", f"{r.semantic_score:.6f}", int(r.is_anomaly)])
 
 
-def tune_threshold(model_path: Path, report: EvalReport, max_fpr: float | None) -> str:
-    """Pick the F1-optimal threshold (or the one at a false-alarm rate) on score_logit, which does not
-    saturate, and store it in the model as the probability threshold for `score`."""
-    from dualkd_edge import metrics
-    from dualkd_edge.model_files import update_threshold
-    from dualkd_edge.scoring import probability_threshold
-
-    labels = np.array([r.label for r in report.records])
-    logits = np.array([r.score_logit for r in report.records])
-    try:
-        if max_fpr is not None:
-            logit_threshold = metrics.threshold_at_fpr(labels, logits, max_fpr)
-            how = f"false-alarm rate <= {max_fpr:g}"
-        else:
-            logit_threshold = metrics.f1_max(labels, logits)[1]
-            how = "F1-max"
-    except ValueError as exc:
-        raise UserError(f"--tune-threshold: {exc} in DATA's test split") from None
-    new = probability_threshold(logit_threshold, logits, np.array([r.score for r in report.records]))
-    old = update_threshold(model_path, new)
-    return f"{model_path}: threshold {old:.4f} -> {new:.4f} ({how})"
-
-
 def save_worst_overlays(out_dir: Path, detector: Detector, painter: OverlayPainter, report: EvalReport, worst: int,
                         masks: bool = False) -> int:
     """Overlays of the N lowest-scored anomalies (false negatives) and N highest-scored normals,
@@ -117,55 +94,90 @@ def load_categories(data: list[Path], normal_classes: str | None) -> list[Catego
     return discover_all(data)
 
 
-def run(models: list[Path], data: list[Path], json_out: Path | None = None, markdown_out: Path | None = None,
-        per_image: Path | None = None, tune: bool = False, max_fpr: float | None = None,
-        overlays: Path | None = None, worst: int = 5, normal_classes: str | None = None,
-        batch_size: int = 8, device: str = "auto", progress: bool = True, save_masks: bool = False,
-        plot: Path | None = None, onnx: Path | None = None) -> list[EvalReport]:
-    for model_path in models:  # cheap checks first: a typo in MODEL should not wait for DATA
-        if not Path(model_path).exists():
-            raise UserError(f"MODEL: not found: {model_path}")
-    if plot is not None:
-        from dualkd_edge.plotting import check_plot_request
+@dataclass
+class EvalRequest:
+    """`dualkd-edge eval` as the user asked for it."""
 
-        check_plot_request("--plot", plot)
-    categories = load_categories(data, normal_classes)
-    if tune and len(models) != 1:
-        raise UserError("--tune-threshold: give exactly one MODEL")
-    reports = []
-    for model_path in models:
-        engine_onnx = onnx if Path(model_path).suffix.lower() in ENGINE_SUFFIXES else None
-        with Detector.load(model_path, device=device, onnx=engine_onnx) as det:
-            painter = None
-            if overlays is not None:
-                from dualkd_edge.overlay import OverlayPainter
+    models: list[Path]
+    data: list[Path]
+    json_out: Path | None = None
+    markdown_out: Path | None = None
+    per_image: Path | None = None
+    tune: bool = False
+    max_fpr: float | None = None
+    overlays: Path | None = None
+    worst: int = 5
+    save_masks: bool = False
+    normal_classes: str | None = None
+    batch_size: int = 8
+    plot: Path | None = None
+    load: LoadOptions = field(default_factory=LoadOptions)
+    progress: bool = True
 
-                painter = OverlayPainter.for_model(det.meta, str(model_path), det.threshold)
-                if save_masks:
-                    painter.require_calibrated("--save-masks", str(model_path))
-            rep = evaluate(det, categories, batch_size=batch_size, progress=progress)
-            rep.model = str(model_path)
-            reports.append(rep)
-            if overlays is not None:
-                n = save_worst_overlays(overlays, det, painter, rep, worst, save_masks)
-                log.info("wrote %d overlays to %s", n, overlays)
+    def validate(self) -> None:
+        """Cheap checks first: a typo in MODEL or an option should not wait for DATA."""
+        if not self.models or not self.data:
+            raise UserError("eval: give at least one MODEL and then DATA")
+        for model_path in self.models:
+            if not Path(model_path).exists():
+                raise UserError(f"MODEL: not found: {model_path}")
+        if self.max_fpr is not None and not 0 <= self.max_fpr < 1:
+            raise UserError(f"--max-fpr: expected a rate in [0, 1), got {self.max_fpr}")
+        if self.worst < 1 or self.batch_size < 1:
+            raise UserError("--worst and --batch-size must be >= 1")
+        if self.save_masks and self.overlays is None:
+            raise UserError("--save-masks: masks are written beside the overlays; add --save-overlays DIR")
+        if self.tune and len(self.models) != 1:
+            raise UserError("--tune-threshold: give exactly one MODEL")
+        if self.plot is not None:
+            from dualkd_edge.plotting import check_plot_request
+
+            check_plot_request("--plot", self.plot)
+
+
+def evaluate_model(req: EvalRequest, model_path: Path, categories: list[Category]) -> EvalReport:
+    """One model over the test splits, with its worst cases drawn when asked."""
+    with Detector.load(model_path, options=req.load.for_path(model_path)) as det:
+        painter = None
+        if req.overlays is not None:
+            from dualkd_edge.overlay import OverlayPainter
+
+            painter = OverlayPainter.for_model(det.meta, str(model_path), det.threshold)
+            if req.save_masks:
+                painter.require_calibrated("--save-masks", str(model_path))
+        rep = evaluate(det, categories, batch_size=req.batch_size, progress=req.progress)
+        rep.model = str(model_path)
+        if painter is not None:
+            n = save_worst_overlays(req.overlays, det, painter, rep, req.worst, req.save_masks)
+            log.info("wrote %d overlays to %s", n, req.overlays)
+    return rep
+
+
+def write_outputs(req: EvalRequest, reports: list[EvalReport]) -> None:
     headers, rows = report_rows(reports)
     print(text_table(headers, rows))
     if reports[0].skipped:
         print(f"skipped {len(reports[0].skipped)} unreadable image(s): {', '.join(reports[0].skipped[:5])}")
-    if json_out:
-        write_json_atomic(json_out, report_json(reports))
-    if markdown_out:
-        write_bytes_atomic(markdown_out, (markdown_table(headers, rows) + "\n").encode())
-    if per_image:
-        write_per_image_csv(per_image, reports)
-    if plot:
+    if req.json_out:
+        write_json_atomic(req.json_out, report_json(reports))
+    if req.markdown_out:
+        write_bytes_atomic(req.markdown_out, (markdown_table(headers, rows) + "\n").encode())
+    if req.per_image:
+        write_per_image_csv(req.per_image, reports)
+    if req.plot:
         from dualkd_edge.eval_plot import plot_eval
 
-        plot_eval(reports, plot)
-        print(f"plot written to {plot}")
-    if tune:
-        print(tune_threshold(models[0], reports[0], max_fpr))
+        plot_eval(reports, req.plot)
+        print(f"plot written to {req.plot}")
+
+
+def run(req: EvalRequest) -> list[EvalReport]:
+    from dualkd_edge.thresholds import tune_threshold
+
+    req.validate()
+    categories = load_categories(req.data, req.normal_classes)
+    reports = [evaluate_model(req, Path(m), categories) for m in req.models]
+    write_outputs(req, reports)
+    if req.tune:
+        print(tune_threshold(req.models[0], reports[0], req.max_fpr))
     return reports
-
-

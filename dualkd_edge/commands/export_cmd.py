@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,9 +99,9 @@ def run_quantize(req: QuantizeRequest) -> int:
 
 
 def _quantize_ungated(req: QuantizeRequest, session, candidate: Path) -> bool:
+    from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
     from dualkd_edge.compile.accuracy_gate import agreement_on_images
     from dualkd_edge.compile.layer_groups import resolve_group_names
-    from dualkd_edge.model_files import save_onnx_atomic
 
     mode = req.keep_float_mode
     kept = set() if mode == "none" else resolve_group_names(session.pre_proto, mode.split(","))
@@ -114,11 +113,11 @@ def _quantize_ungated(req: QuantizeRequest, session, candidate: Path) -> bool:
 
 
 def _quantize_with_gate(req: QuantizeRequest, session, candidate: Path) -> bool:
+    from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
     from dualkd_edge.comparison import INT8_MAX_DISAGREE
     from dualkd_edge.compile.layer_groups import resolve_group_names
     from dualkd_edge.compile.mixed_precision import MixedPrecisionSearch
     from dualkd_edge.data.discovery import discover_all
-    from dualkd_edge.model_files import save_onnx_atomic
 
     max_disagree = INT8_MAX_DISAGREE if req.max_disagree is None else req.max_disagree
     search = MixedPrecisionSearch(session, discover_all([req.val]), req.max_drop, max_disagree,
@@ -153,7 +152,7 @@ def print_step(n: int, step) -> None:
     d = g["decisions"]
     speed = f"; {step.speedup_vs_fp32:.2f}x FP32 speed" if step.speedup_vs_fp32 else ""
     kept = ", ".join(step.kept_float) if step.kept_float else "none"
-    print(f"  step {n}: {step.method}, float: {kept} | AUROC {drops} | OK/NG differ {d['disagree']} "
+    print(f"  step {n} ({step.phase}): {step.method}, float: {kept} | AUROC {drops} | OK/NG differ {d['disagree']} "
           f"({100 * d['disagree_share']:.1f}%){speed} | {'PASSED' if step.passed else 'failed'}", flush=True)
 
 
@@ -169,8 +168,8 @@ def print_gate(gate: dict) -> None:
 def report_tensorrt_check(path: Path, shown_as: Path) -> None:
     """Warn (not fail) when a graph meant for TensorRT breaks one of its rules: the file is still
     right for ONNX Runtime, and `build` refuses it with the same lines."""
+    from dualkd_edge.artifacts.onnx_files import load_onnx_model
     from dualkd_edge.compile.tensorrt_rules import PROFILES, check_versions
-    from dualkd_edge.model_files import load_onnx_model
 
     lines = check_versions(load_onnx_model(path), list(PROFILES))
     for line in lines:

@@ -1,39 +1,55 @@
-"""`dualkd-edge infer`: run a stream and print / write its summary."""
+"""`dualkd-edge infer`: run a stream, stop cleanly on Ctrl-C / SIGTERM, print and write its summary."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
+from dualkd_edge.errors import UserError
 from dualkd_edge.fileio import write_json_atomic
-from dualkd_edge.tables import text_table
+
+log = logging.getLogger("dualkd_edge")
 
 
-def format_summary(summary) -> str:
-    d = summary.to_dict()
-    lines = [f"frames {d['frames']}  anomalies {d['anomalies']}  dropped {d['dropped']}  corrupted {d['corrupted']}  "
-             f"skipped files {d['skipped_files']}  reconnects {d['reconnects']}  errors {len(d['errors'])}  "
-             f"{d['fps']:.1f} FPS over {d['seconds']:.1f} s" + ("  (interrupted)" if d["interrupted"] else "")]
-    rows = [[stage.replace("_ms", ""), s.get("mean"), s.get("p50"), s.get("p99"), s.get("max")]
-            for stage, s in d["latency_ms"].items() if s]
-    if rows:
-        lines.append(text_table(["stage (ms)", "mean", "p50", "p99", "max"], rows))
-    lines += [f"error: {e}" for e in d["errors"]]
-    return "\n".join(lines)
+@contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM (what `systemctl stop` sends) call `stop` instead of killing the run, so
+    the frames in flight finish, files are closed and the summary is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, _frame) -> None:  # noqa: ANN001 - the signal module's signature
+        log.warning("received %s: stopping after the frames in flight", signal.Signals(signum).name)
+        stop()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def run_infer(model: Path, source: str, opts, providers, device: str, onnx: Path | None = None,
-              cuda_graph: bool = False) -> int:
-    """Exit code: 0, or 1 when a source failed or a stream was lost for good."""
+def run_infer(model: Path, source: str, opts, load, threshold: float | None = None) -> int:
+    """Exit code: 0, or 1 when a source failed or a stream was lost for good. `load`: LoadOptions."""
     from dualkd_edge.detector import Detector
     from dualkd_edge.stream.pipeline import StreamRunner
     from dualkd_edge.stream.sources import parse_source
 
     opts.validate()
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise UserError(f"--threshold: expected a probability in [0, 1], got {threshold}")
     specs = parse_source(source)
-    with Detector.load(model, device=device, providers=providers, onnx=onnx, cuda_graph=cuda_graph) as det:
+    with Detector.load(model, threshold, load) as det:
         runner = StreamRunner(det, specs, opts)
-        summary = runner.run()
-    print(format_summary(summary))
+        with stop_on_signals(runner.request_stop):
+            summary = runner.run()
+    print(summary.format())
     if opts.out is not None:
         write_json_atomic(opts.out / "summary.json", summary.to_dict())
         print(f"summary written to {opts.out / 'summary.json'}")

@@ -24,7 +24,10 @@ GATE_IMAGES = 32
 
 def gate_images(calib: Path | None) -> tuple[list[np.ndarray], str]:
     """The calibration images when given (or ./calib_data when it has images), else generated parts."""
-    from dualkd_edge.calibration_images import list_calibration_files, load_calibration_images
+    from dualkd_edge.calibration_images import (
+        list_calibration_files,
+        load_calibration_images,
+    )
     from dualkd_edge.errors import UserError
 
     for folder in (calib, Path("calib_data")):
@@ -44,10 +47,9 @@ def gate_images(calib: Path | None) -> tuple[list[np.ndarray], str]:
 
 def install_engine(serialized: bytes, engine_path: Path, sidecar: dict, onnx_path: Path, opts) -> tuple[dict, Path]:
     """Stage, compare, then install or reject. Returns the comparison and where the engine went."""
+    from dualkd_edge.artifacts.engines import sidecar_path, write_sidecar
     from dualkd_edge.comparison import Tolerance, compare_detectors
     from dualkd_edge.detector import Detector
-    from dualkd_edge.model_files import engine_sidecar
-    from dualkd_edge.runtime.engine_sidecar import write_sidecar
     from dualkd_edge.runtime.onnx_backend import OnnxRuntimeBackend
     from dualkd_edge.runtime.tensorrt_backend import TensorRTBackend
 
@@ -67,7 +69,7 @@ def install_engine(serialized: bytes, engine_path: Path, sidecar: dict, onnx_pat
         write_sidecar(staging, {**sidecar, "comparison": record})
         final = engine_path if comparison.passed else engine_path.with_name(
             f"{engine_path.stem}.rejected{engine_path.suffix}")
-        os.replace(engine_sidecar(staging), engine_sidecar(final))
+        os.replace(sidecar_path(staging), sidecar_path(final))
         os.replace(staging, final)
         if not comparison.passed:
             log.error("the engine disagrees with %s; it was moved to %s%s", onnx_path.name, final,
@@ -75,4 +77,4 @@ def install_engine(serialized: bytes, engine_path: Path, sidecar: dict, onnx_pat
         return record, final
     finally:
         staging.unlink(missing_ok=True)
-        engine_sidecar(staging).unlink(missing_ok=True)
+        sidecar_path(staging).unlink(missing_ok=True)

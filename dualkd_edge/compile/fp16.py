@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import onnx
 
-# Ops whose FP16 form overflows or loses too much for ViTs (DESIGN.md section 4).
+# Ops whose FP16 form overflows or loses too much for ViTs (docs/design.md section 4).
 FP32_OPS = {"LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Sqrt", "Pow", "Reciprocal",
             "TopK", "Resize", "AveragePool", "Sigmoid", "Div", "Elu"}
 # Node-name prefixes (TorchScript exporter scopes) kept in FP32: the scoring head and input scaling.
@@ -29,7 +29,10 @@ def to_mixed_fp16(model: onnx.ModelProto, keep_ops: frozenset[str] = frozenset()
     DequantizeLinear out of the converter and fixes their types itself)."""
     import logging
 
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    from onnxruntime.transformers.float16 import (
+        DEFAULT_OP_BLOCK_LIST,
+        convert_float_to_float16,
+    )
 
     # The converter logs every shared initializer at INFO; its casts are correct either way.
     logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.WARNING)

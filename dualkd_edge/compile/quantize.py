@@ -23,10 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dualkd_edge import __version__
+from dualkd_edge.artifacts.onnx_files import (
+    load_onnx_model,
+    onnx_metadata,
+    save_onnx_atomic,
+    set_onnx_metadata,
+)
 from dualkd_edge.compile.calibration_batches import CalibrationBatches
 from dualkd_edge.compile.layer_groups import QUANTIZED_OPS, float_nodes, layer_groups
 from dualkd_edge.errors import UserError
-from dualkd_edge.model_files import load_onnx_model, onnx_metadata, save_onnx_atomic, set_onnx_metadata
 
 log = logging.getLogger("dualkd_edge")
 

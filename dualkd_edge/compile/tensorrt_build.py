@@ -15,8 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dualkd_edge.compile.build_plan import (
-    FP32_SCOPE, BuildOptions, BuildPlan, calibration_cache_path, input_shapes, plan_build,
-    pinned_fp32_nodes, trtexec_command,
+    FP32_SCOPE,
+    BuildOptions,
+    BuildPlan,
+    calibration_cache_path,
+    input_shapes,
+    pinned_fp32_nodes,
+    plan_build,
+    trtexec_command,
 )
 from dualkd_edge.errors import UserError
 from dualkd_edge.fileio import write_bytes_atomic
@@ -32,8 +38,8 @@ def static_batch_of(proto) -> int | None:
 def prepare_graph(onnx_path: Path, proto, plan: BuildPlan, opts: BuildOptions, workdir: Path) -> Path:
     """The ONNX file TensorRT parses: the given one, its mixed-FP16 form, or its Q/DQ INT8 form."""
     if plan.graph == "to-fp16":
+        from dualkd_edge.artifacts.onnx_files import load_onnx_model, save_onnx_atomic
         from dualkd_edge.compile.fp16 import to_mixed_fp16
-        from dualkd_edge.model_files import load_onnx_model, save_onnx_atomic
 
         log.info("converting %s to mixed FP16 for the strongly-typed build", onnx_path.name)
         out = workdir / "fp16.onnx"
@@ -48,8 +54,8 @@ def prepare_graph(onnx_path: Path, proto, plan: BuildPlan, opts: BuildOptions, w
 
 
 def check_for_tensorrt(graph_path: Path, tensorrt_version: str, dla: bool, shown_as: Path) -> None:
+    from dualkd_edge.artifacts.onnx_files import load_onnx_model
     from dualkd_edge.compile.tensorrt_rules import check_graph, profile_for_version
-    from dualkd_edge.model_files import load_onnx_model
 
     profile = profile_for_version(tensorrt_version)
     violations = check_graph(load_onnx_model(graph_path), profile, dla)
@@ -60,7 +66,7 @@ def check_for_tensorrt(graph_path: Path, tensorrt_version: str, dla: bool, shown
 
 
 def build_engine(onnx_path: Path, engine_path: Path, opts: BuildOptions) -> dict:
-    from dualkd_edge.model_files import load_onnx_model, onnx_metadata
+    from dualkd_edge.artifacts.onnx_files import load_onnx_model, onnx_metadata
     from dualkd_edge.runtime.tensorrt_backend import import_tensorrt
 
     opts.validate()

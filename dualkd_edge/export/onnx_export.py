@@ -12,11 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from dualkd_edge import __version__
+from dualkd_edge.artifacts.contract import OUTPUT_NAMES
+from dualkd_edge.artifacts.onnx_files import save_onnx_atomic, set_onnx_metadata
+from dualkd_edge.comparison import (
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    OutputDiff,
+    compare_outputs,
+    format_differences,
+)
 from dualkd_edge.errors import UserError
-from dualkd_edge.comparison import FP16_TOLERANCE, FP32_TOLERANCE, OutputDiff, compare_outputs, format_differences
 from dualkd_edge.metadata import ArtifactMetadata
-from dualkd_edge.model_files import save_onnx_atomic, set_onnx_metadata
-from dualkd_edge.runtime.base import OUTPUT_NAMES
 
 log = logging.getLogger("dualkd_edge")
 
@@ -113,14 +119,49 @@ def simplify(proto):
     return simplified
 
 
-def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
+def _export_metadata(meta: ArtifactMetadata, run_dir: Path, opts: ExportOptions, gmacs: float) -> ArtifactMetadata:
+    """The run's metadata, with the input spec and export record of this file."""
+    new = copy.deepcopy(meta)
+    new.input.dtype = opts.input_dtype
+    new.input.layout = "NHWC" if opts.input_dtype == "uint8" else "NCHW"
+    new.input.color = "BGR" if opts.input_dtype == "uint8" else "RGB"
+    new.input.batch = opts.static_batch or "dynamic"
+    new.export = {"format": "onnx", "opset": opts.opset, "precision": opts.precision,
+                  "source": str(Path(run_dir).resolve()), "tool_version": __version__,
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "outputs": list(OUTPUT_NAMES),
+                  "gmacs": round(gmacs, 4), "simplified": True}
+    return new
+
+
+def _traced_graph(module, meta: ArtifactMetadata, opts: ExportOptions):
+    """Trace, check, simplify; the mixed FP16 form when asked for."""
     import warnings
 
     import onnx
     import torch
 
-    from dualkd_edge.commands.presets_cmd import count_model
+    size = meta.input.height
+    b = opts.static_batch or 1
+    dummy = (torch.zeros(b, size, size, 3, dtype=torch.uint8) if opts.input_dtype == "uint8"
+             else torch.zeros(b, 3, size, size))
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _torch_export(module, dummy, raw, opts)
+        proto = onnx.load(str(raw))
+    onnx.checker.check_model(proto)
+    proto = onnx.shape_inference.infer_shapes(simplify(proto))
+    if opts.precision == "fp16":
+        from dualkd_edge.compile.fp16 import to_mixed_fp16
+
+        proto = to_mixed_fp16(proto)
+    return proto
+
+
+def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
     from dualkd_edge.model.checkpoint import inference_model, load_run
+    from dualkd_edge.model.complexity import count_model
 
     opts.validate()
     t0 = time.perf_counter()
@@ -132,48 +173,22 @@ def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
         raise UserError(f"--img-size: the model was trained and calibrated at {size} px (position embeddings "
                         f"and score statistics); export it at {size} or train at {opts.img_size}")
     module = inference_model(model, meta, opts.input_dtype)
-    b = opts.static_batch or 1
-    if opts.input_dtype == "uint8":
-        dummy = torch.zeros(b, size, size, 3, dtype=torch.uint8)
-    else:
-        dummy = torch.zeros(b, 3, size, size)
-    new_meta = copy.deepcopy(meta)
-    new_meta.input.dtype = opts.input_dtype
-    new_meta.input.layout = "NHWC" if opts.input_dtype == "uint8" else "NCHW"
-    new_meta.input.color = "BGR" if opts.input_dtype == "uint8" else "RGB"
-    new_meta.input.batch = opts.static_batch or "dynamic"
-    new_meta.export = {"format": "onnx", "opset": opts.opset, "precision": opts.precision,
-                       "source": str(Path(run_dir).resolve()), "tool_version": __version__,
-                       "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "outputs": list(OUTPUT_NAMES),
-                       "gmacs": round(count_model(model.preset)["gmacs"], 4)}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _torch_export(module, dummy, raw, opts)
-        proto = onnx.load(str(raw))
-    onnx.checker.check_model(proto)
-    proto = simplify(proto)
-    new_meta.export["simplified"] = True
-    proto = onnx.shape_inference.infer_shapes(proto)
-    if opts.precision == "fp16":
-        from dualkd_edge.compile.fp16 import to_mixed_fp16
-
-        proto = to_mixed_fp16(proto)
+    new_meta = _export_metadata(meta, run_dir, opts, count_model(model.preset)["gmacs"])
+    proto = _traced_graph(module, meta, opts)
     proto.producer_name = "dualkd-edge"
     proto.producer_version = __version__
     proto.doc_string = f"dualkd-edge {new_meta.preset.get('name')} ({new_meta.teacher_weights.label})"
     set_onnx_metadata(proto, new_meta)
 
+    # Written under a staging name and renamed only once verified: a file at `out` is always good.
     out = Path(out)
     staging = out.with_name(f".{out.name}.unverified")
     save_onnx_atomic(proto, staging)
     try:
         diffs, verified, note = [], False, ""
         if opts.verify:
-            diffs, verified, note = _verify(module if opts.input_dtype == "float" else inference_model(model, meta),
-                                            staging, new_meta, opts)
+            float_module = module if opts.input_dtype == "float" else inference_model(model, meta)
+            diffs, verified, note = _verify(float_module, staging, new_meta, opts)
             failed = [d for d in diffs if not d.ok]
             if failed:
                 raise UserError(f"export verification failed for {out}: " + "; ".join(

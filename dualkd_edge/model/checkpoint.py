@@ -6,15 +6,25 @@ from pathlib import Path
 
 import torch
 
+from dualkd_edge.artifacts.run_dirs import (
+    TRAIN_STATE_FILE,
+    WEIGHTS_FILE,
+    is_run_dir,
+    read_run_metadata,
+    write_run_metadata,
+)
 from dualkd_edge.errors import UserError
-from dualkd_edge.fileio import atomic_path, write_json_atomic
+from dualkd_edge.fileio import atomic_path
 from dualkd_edge.metadata import ArtifactMetadata
-from dualkd_edge.model.dual_student import DualStudentModel, InferenceModel, NoisyOrScoring
+from dualkd_edge.model.dual_student import (
+    DualStudentModel,
+    InferenceModel,
+    NoisyOrScoring,
+)
 from dualkd_edge.presets import Preset
 
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "run.json"
-TRAIN_STATE_FILE = "train_state.pt"
+__all__ = ["is_run_dir", "load_run", "read_run_metadata", "save_run", "inference_model", "load_train_state",
+           "save_train_state"]
 
 
 def save_run(run_dir: Path, model: DualStudentModel, meta: ArtifactMetadata) -> None:
@@ -24,18 +34,7 @@ def save_run(run_dir: Path, model: DualStudentModel, meta: ArtifactMetadata) -> 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
-    write_json_atomic(run_dir / META_FILE, meta.to_dict())
-
-
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / META_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
-
-
-def read_run_metadata(run_dir: Path) -> ArtifactMetadata:
-    meta_path = run_dir / META_FILE
-    if not meta_path.is_file():
-        raise UserError(f"{run_dir}: not a run directory (no {META_FILE}); train one with `dualkd-edge train`")
-    return ArtifactMetadata.from_json(meta_path.read_text(), str(meta_path))
+    write_run_metadata(run_dir, meta)
 
 
 def load_run(run_dir: Path, device: str = "cpu") -> tuple[DualStudentModel, ArtifactMetadata]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dualkd_edge.artifacts.contract import OUTPUT_NAMES
 from dualkd_edge.metadata import Calibration
 from dualkd_edge.model.students import ClassTokenStudent, EncoderDecoderStudent
 from dualkd_edge.model.teacher import DinoTeacher
@@ -33,7 +34,7 @@ class DualStudentModel(nn.Module):
         self.ed_student = EncoderDecoderStudent(preset)
         self.ee_student = ClassTokenStudent(preset)
         # Mean teacher class token over the training images: a random teacher's class token is
-        # nearly constant, only its centred part carries information (DESIGN.md section 5).
+        # nearly constant, only its centred part carries information (docs/design.md section 3).
         self.register_buffer("semantic_centre", torch.zeros(preset.teacher_dim))
 
     def forward(self, x: torch.Tensor) -> DualOutputs:
@@ -113,9 +114,6 @@ def stable_softplus(x: torch.Tensor) -> torch.Tensor:
 
 
 # score_logit last: exports made before it keep their output order.
-OUTPUT_NAMES = ("score", "local_score", "semantic_score", "anomaly_map", "score_logit")
-
-
 class InferenceModel(nn.Module):
     """Image in, the five outputs out: what is exported as one ONNX graph.
 

@@ -10,22 +10,10 @@ import numpy as np
 from dualkd_edge.errors import UserError
 from dualkd_edge.metadata import ArtifactMetadata
 
-OUTPUT_NAMES = ("score", "local_score", "semantic_score", "anomaly_map", "score_logit")
-# What every export has; those made before `score_logit` existed lack it and `infer` computes it
-# on the host from the branch scores and the metadata's calibration.
-REQUIRED_OUTPUTS = OUTPUT_NAMES[:4]
-
-
-def model_outputs(present: set[str], what: str) -> list[str]:
-    """The known outputs a model file has, in OUTPUT_NAMES order; an error if a required one is missing."""
-    missing = [n for n in REQUIRED_OUTPUTS if n not in present]
-    if missing:
-        raise UserError(f"{what}: outputs {', '.join(missing)} missing; not a dualkd-edge export")
-    return [n for n in OUTPUT_NAMES if n in present]
-
 
 class Backend(ABC):
-    """Loads one model file; `infer` maps an input batch to the named outputs (all of OUTPUT_NAMES)."""
+    """Loads one model file; `infer` maps an input batch to the named outputs (all of
+    artifacts.contract.OUTPUT_NAMES)."""
 
     name: str = "backend"
     meta: ArtifactMetadata
@@ -79,12 +67,6 @@ class Backend(ABC):
         are dropped by the caller)."""
         missing = (self.fixed_batch or 0) - batch.shape[0]
         return np.concatenate([batch, np.repeat(batch[-1:], missing, axis=0)]) if missing > 0 else batch
-
-    def warmup(self, iterations: int = 3, batch_size: int = 1) -> None:
-        dtype = np.uint8 if self.meta.input.dtype == "uint8" else np.float32
-        x = np.zeros(self.expected_shape(batch_size), dtype)
-        for _ in range(iterations):
-            self.infer(x)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions, engines and device buffers."""

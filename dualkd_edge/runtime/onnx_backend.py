@@ -9,9 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
+from dualkd_edge.artifacts.contract import model_outputs
+from dualkd_edge.artifacts.onnx_files import load_onnx_model, onnx_metadata
 from dualkd_edge.errors import UserError
-from dualkd_edge.model_files import load_onnx_model, onnx_metadata
-from dualkd_edge.runtime.base import Backend, model_outputs
+from dualkd_edge.runtime.base import Backend
 
 log = logging.getLogger("dualkd_edge")
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dualkd_edge.artifacts.contract import model_outputs
 from dualkd_edge.errors import MissingDependencyError, UserError
 from dualkd_edge.metadata import ArtifactMetadata
-from dualkd_edge.runtime.base import Backend, model_outputs
+from dualkd_edge.runtime.base import Backend
 
 log = logging.getLogger("dualkd_edge")
 
@@ -46,7 +47,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: Path, cuda_graph: bool = False, onnx: Path | None = None, **_: object) -> None:
         super().__init__()
-        from dualkd_edge.runtime.engine_sidecar import check_compatible, read_sidecar
+        from dualkd_edge.artifacts.engines import check_compatible, read_sidecar
 
         path = Path(path)
         self._graph = self._graph_exec = None
@@ -102,7 +103,7 @@ class TensorRTBackend(Backend):
     def _adopt(path: Path, onnx: Path, sidecar: dict, trt, cuda) -> dict:
         """An engine built outside dualkd-edge (trtexec): metadata from the ONNX it came from; the
         sidecar is written once it is known to deserialize here, so later loads need no --onnx."""
-        from dualkd_edge.runtime.engine_sidecar import write_sidecar
+        from dualkd_edge.artifacts.engines import write_sidecar
 
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if runtime.deserialize_cuda_engine(path.read_bytes()) is None:

@@ -44,7 +44,7 @@ class TorchBackend(Backend):
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        from dualkd_edge.runtime.base import OUTPUT_NAMES
+        from dualkd_edge.artifacts.contract import OUTPUT_NAMES
 
         with torch.inference_mode():
             outs = self.module(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))

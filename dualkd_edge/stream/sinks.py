@@ -1,4 +1,6 @@
-"""Where results go: JSONL lines (flushed as they go), overlay images, overlay videos, a window."""
+"""Where results go. Every sink takes a `FrameResult` in `write` and says what it wrote in `close`:
+JSONL lines (flushed as they go), overlay images (+ masks), overlay videos, a window. Sinks that
+show pictures come first in a run, the ones that record decisions after them (see pipeline.py)."""
 
 from __future__ import annotations
 
@@ -7,87 +9,110 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-
 from dualkd_edge.errors import UserError
 from dualkd_edge.fileio import write_image_atomic
+from dualkd_edge.stream.results import FrameResult
 
 
 def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "source"
 
 
-class JsonlSink:
+class Sink:
+    """The protocol: `write(result)` per frame, `close()` once, returning the files it produced."""
+
+    shows_pictures = False  # True: it asks results for their overlay
+    stop_requested = False  # a sink may ask the run to stop (e.g. q pressed in the window)
+
+    def write(self, result: FrameResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> list[str]:
+        return []
+
+
+class JsonlSink(Sink):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.file = open(path, "a", buffering=1)  # line-buffered: every frame is on disk at once
 
-    def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
+    def write(self, result: FrameResult) -> None:
+        self.file.write(json.dumps(result.record()) + "\n")
         self.file.flush()
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
         self.file.close()
+        return [str(self.path)]
 
 
-class ImageSink:
+class ImageSink(Sink):
     """Overlay images (JPEG) and optionally the binary defect mask of each (PNG 0/255, the frame's
     size) beside it as `<name>_mask.png`."""
 
-    def __init__(self, folder: Path, mode: str) -> None:
+    shows_pictures = True
+
+    def __init__(self, folder: Path, mode: str, masks: bool = False) -> None:
         self.folder = folder
         self.mode = mode
+        self.masks = masks
         folder.mkdir(parents=True, exist_ok=True)
 
     def selects(self, is_anomaly: bool) -> bool:
         return self.mode == "all" or (self.mode == "anomalies" and is_anomaly)
 
-    def write(self, overlay: np.ndarray, source_index: int, source_name: str, frame_index: int, is_anomaly: bool,
-              mask: np.ndarray | None = None) -> None:
-        if not self.selects(is_anomaly):
+    def write(self, result: FrameResult) -> None:
+        ng = result.prediction.is_anomaly
+        if not self.selects(ng):
             return
-        stem = f"{source_index:02d}_{safe_name(Path(source_name).stem)}_{frame_index:06d}{'_NG' if is_anomaly else ''}"
-        write_image_atomic(self.folder / f"{stem}.jpg", overlay)
-        if mask is not None:
-            write_image_atomic(self.folder / f"{stem}_mask.png", mask)
+        f = result.frame
+        stem = f"{f.source:02d}_{safe_name(Path(f.source_name).stem)}_{f.index:06d}{'_NG' if ng else ''}"
+        write_image_atomic(self.folder / f"{stem}.jpg", result.overlay())
+        if self.masks:
+            write_image_atomic(self.folder / f"{stem}_mask.png", result.defect_mask())
 
 
-class VideoSink:
+class VideoSink(Sink):
     """One overlay video per source, written under a temporary name and renamed when closed."""
+
+    shows_pictures = True
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.writers: dict[int, tuple] = {}
 
-    def write(self, overlay: np.ndarray, source_index: int, source_name: str, fps: float | None) -> None:
+    def write(self, result: FrameResult) -> None:
         import cv2
 
-        if source_index not in self.writers:
-            final = self.folder / f"{source_index:02d}_{safe_name(Path(source_name).stem)}.mp4"
+        overlay = result.overlay()
+        index = result.frame.source
+        if index not in self.writers:
+            final = self.folder / f"{index:02d}_{safe_name(Path(result.source_label).stem)}.mp4"
             tmp = final.with_name(f".{final.name}.partial.mp4")
             h, w = overlay.shape[:2]
-            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps or 10.0, (w, h))
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), result.source_fps or 10.0, (w, h))
             if not writer.isOpened():
                 raise UserError(f"--save-video: OpenCV cannot write {final}")
-            self.writers[source_index] = (writer, tmp, final, (w, h))
-        writer, _, _, size = self.writers[source_index]
+            self.writers[index] = (writer, tmp, final, (w, h))
+        writer, _, _, size = self.writers[index]
         if overlay.shape[1::-1] != size:  # frames of a folder may differ in size
             overlay = cv2.resize(overlay, size)
         writer.write(overlay)
 
-    def close(self) -> list[Path]:
+    def close(self) -> list[str]:
         done = []
         for writer, tmp, final, _ in self.writers.values():
             writer.release()
             os.replace(tmp, final)
-            done.append(final)
+            done.append(str(final))
         self.writers.clear()
         return done
 
 
-class WindowSink:
+class WindowSink(Sink):
+    shows_pictures = True
+
     def __init__(self) -> None:
         import cv2
 
@@ -97,14 +122,16 @@ class WindowSink:
             raise UserError("--show: this OpenCV build has no GUI (opencv-python-headless); "
                             "install opencv-python or use --save-video") from None
 
-    def write(self, overlay: np.ndarray) -> bool:
-        """Show the frame; False when the user pressed q or Esc."""
+    def write(self, result: FrameResult) -> None:
+        """Show the frame; q or Esc asks the run to stop."""
         import cv2
 
-        cv2.imshow("dualkd-edge", overlay)
-        return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+        cv2.imshow("dualkd-edge", result.overlay())
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self.stop_requested = True
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
         import cv2
 
         cv2.destroyAllWindows()
+        return []

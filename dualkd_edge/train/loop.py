@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +13,41 @@ import torch
 
 from dualkd_edge import __version__
 from dualkd_edge.errors import UserError
-from dualkd_edge.metadata import ArtifactMetadata, BranchCalibration, Calibration, TeacherWeights
+from dualkd_edge.metadata import (
+    ArtifactMetadata,
+    BranchCalibration,
+    Calibration,
+    TeacherWeights,
+)
 from dualkd_edge.model.checkpoint import (
-    is_run_dir, load_run, load_train_state, read_run_metadata, save_run, save_train_state,
+    is_run_dir,
+    load_run,
+    load_train_state,
+    read_run_metadata,
+    save_run,
+    save_train_state,
 )
 from dualkd_edge.model.dual_student import DualStudentModel
 from dualkd_edge.model.weights import load_teacher_weights
-from dualkd_edge.presets import Preset, get_preset
 from dualkd_edge.preprocess import normalize_nhwc_bgr
+from dualkd_edge.presets import Preset, get_preset
 from dualkd_edge.progress import Progress
 from dualkd_edge.runtime.torch_backend import resolve_device
 from dualkd_edge.train.calibrate import calibrate, teacher_class_token_mean
 from dualkd_edge.train.images import load_training_images
 from dualkd_edge.train.losses import (
-    easy_share_at, local_distillation_loss, noisy_or_objective, semantic_distillation_loss,
+    easy_share_at,
+    local_distillation_loss,
+    noisy_or_objective,
+    semantic_distillation_loss,
 )
 from dualkd_edge.train.optim import (
-    BETAS, StudentRecipe, clip_each_student, set_learning_rates, stable_adamw, student_param_groups,
+    BETAS,
+    StudentRecipe,
+    clip_each_student,
+    set_learning_rates,
+    stable_adamw,
+    student_param_groups,
 )
 
 log = logging.getLogger("dualkd_edge")
@@ -66,7 +84,6 @@ class TrainConfig:
     hard_mining_ramp_steps: int | None = None  # None: the preset's; clipped to the run's length
     beta: float = 3.0
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "hard_mining_ramp_steps"):
@@ -129,133 +146,166 @@ def _recipes(cfg: TrainConfig, total: int) -> dict[str, StudentRecipe]:
             "ee": StudentRecipe(cfg.ee_lr, cfg.ee_weight_decay, ee_warmup, cfg.ee_grad_clip, eps=1e-8)}
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    cfg.validate()
-    out = Path(cfg.out)
-    preset, total = planned_run(cfg, out)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+class TimeBudget:
+    """Fits the number of steps to `--max-time` once a step's cost is known (after 3 steps), and
+    again after 20 (allocations and thread pools make the first steps slow)."""
 
-    data = load_training_images(cfg.data, preset.input_spec(), cfg.holdout_fraction, cfg.seed)
-    log.info("data: %d training + %d held-out images in %d categor%s", data.summary["n_train"],
-             data.summary["n_holdout"], len(data.summary["categories"]),
-             "y" if len(data.summary["categories"]) == 1 else "ies")
+    FIRST, SECOND = 3, 20
 
-    if cfg.resume:
-        model, prev_meta = load_run(out, device)
-        teacher_weights = prev_meta.teacher_weights
-        state = load_train_state(out)
-        start_step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-    else:
-        model = DualStudentModel(preset)
-        weights = cfg.weights or preset.default_weights
-        teacher_weights = load_teacher_weights(model.teacher.vit, weights, preset)
-        model.to(device)
-        if preset.semantic_centring:
-            model.semantic_centre.copy_(teacher_class_token_mean(model, data.train))
-        state, start_step = None, 0
-    model.train()
+    def __init__(self, seconds: float | None, start_step: int) -> None:
+        self.seconds = seconds
+        self.start_step = start_step
+        self.t0 = time.perf_counter()
+        self._mark: tuple[float, int] | None = None
 
-    if start_step >= total:
-        raise UserError(f"--steps: the run already has {start_step} steps; ask for more to resume")
-    recipes = _recipes(cfg, total)
-    optimizer = stable_adamw(student_param_groups(model, recipes["ed"], recipes["ee"]))
-    if state is not None:
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError):
-            log.warning("--resume: the optimizer state was written by an older dualkd-edge (AdamW); "
-                        "continuing with fresh StableAdamW moments")
-    autocast, scaler = _autocast(device)
-    ramp_setting = cfg.hard_mining_ramp_steps or preset.hard_mining_ramp_steps
+    def refit(self, step: int, planned: int) -> int | None:
+        """A smaller step count when the budget asks for one at this step, else None."""
+        done = step - self.start_step
+        if not self.seconds or done not in (self.FIRST, self.SECOND):
+            return None
+        now = time.perf_counter()
+        if done == self.FIRST:
+            self._mark = (now, step)
+            per_step = (now - self.t0) / done
+        else:
+            per_step = (now - self._mark[0]) / (step - self._mark[1])
+        fitted = step + int((self.seconds - (now - self.t0)) / per_step)
+        if fitted >= planned:
+            return None
+        log.info("--max-time %.0fs: training for %d steps (%.2f s/step, %s)", self.seconds, max(step + 1, fitted),
+                 per_step, "first estimate" if done == self.FIRST else "re-estimated")
+        return max(step + 1, fitted)
 
-    def meta_now(calibration: Calibration, step: int, finished: bool, losses: dict, seconds: float) -> ArtifactMetadata:
+
+class Trainer:
+    """One training run: data, the model (new or resumed), the two students' optimiser recipes,
+    the loop, calibration and checkpoints."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.preset, self.total = planned_run(cfg, self.out)
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.data = load_training_images(cfg.data, self.preset.input_spec(), cfg.holdout_fraction, cfg.seed)
+        cats = len(self.data.summary["categories"])
+        log.info("data: %d training + %d held-out images in %d categor%s", self.data.summary["n_train"],
+                 self.data.summary["n_holdout"], cats, "y" if cats == 1 else "ies")
+        state = self._build_model()
+        if self.start_step >= self.total:
+            raise UserError(f"--steps: the run already has {self.start_step} steps; ask for more to resume")
+        self.recipes = _recipes(cfg, self.total)
+        self.optimizer = stable_adamw(student_param_groups(self.model, self.recipes["ed"], self.recipes["ee"]))
+        if state is not None:
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError):
+                log.warning("--resume: the optimizer state was written by an older dualkd-edge (AdamW); "
+                            "continuing with fresh StableAdamW moments")
+        self.autocast, self.scaler = _autocast(self.device)
+        self.ramp = cfg.hard_mining_ramp_steps or self.preset.hard_mining_ramp_steps
+        self.losses: dict = {}
+
+    def _build_model(self) -> dict | None:
+        """A new model (teacher weights, class-token centre) or the resumed one; its train state."""
+        cfg, preset = self.cfg, self.preset
+        if cfg.resume:
+            self.model, prev_meta = load_run(self.out, self.device)
+            self.teacher_weights = prev_meta.teacher_weights
+            state = load_train_state(self.out)
+            self.start_step = int(state["step"])
+            torch.set_rng_state(state["torch_rng"])
+        else:
+            self.model = DualStudentModel(preset)
+            self.teacher_weights = load_teacher_weights(self.model.teacher.vit, cfg.weights or preset.default_weights,
+                                                        preset)
+            self.model.to(self.device)
+            if preset.semantic_centring:
+                self.model.semantic_centre.copy_(teacher_class_token_mean(self.model, self.data.train))
+            state, self.start_step = None, 0
+        self.model.train()
+        return state
+
+    def metadata(self, calibration: Calibration, step: int, finished: bool, seconds: float) -> ArtifactMetadata:
+        cfg, preset = self.cfg, self.preset
         return ArtifactMetadata(
-            preset=preset.to_dict(),
-            input=preset.input_spec(),
-            calibration=calibration,
-            teacher_weights=TeacherWeights(teacher_weights.origin, teacher_weights.pretrained),
+            preset=preset.to_dict(), input=preset.input_spec(), calibration=calibration,
+            teacher_weights=TeacherWeights(self.teacher_weights.origin, self.teacher_weights.pretrained),
             training={
-                "finished": finished, "step": step, "steps": total, "batch_size": cfg.batch_size,
-                "lr": cfg.lr, "seed": cfg.seed, "device": device, "seconds": round(seconds, 1),
+                "finished": finished, "step": step, "steps": self.total, "batch_size": cfg.batch_size,
+                "lr": cfg.lr, "seed": cfg.seed, "device": self.device, "seconds": round(seconds, 1),
                 "objective": {"tau_local": cfg.tau_local, "tau_semantic": cfg.tau_semantic},
                 "optimizer": {"name": "StableAdamW (torch-optimi)", "betas": list(BETAS),
-                              **{k: asdict(r) for k, r in recipes.items()}},
-                "hard_mining_ramp_steps": min(ramp_setting, total),
-                "final_losses": losses, "data": data.summary, "tool_version": __version__,
+                              **{k: asdict(r) for k, r in self.recipes.items()}},
+                "hard_mining_ramp_steps": min(self.ramp, self.total),
+                "final_losses": self.losses, "data": self.data.summary, "tool_version": __version__,
                 "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-                              if k not in ("data", "out", "extra", "preset")}, "preset": preset.name},
+                              if k not in ("data", "out", "preset")}, "preset": preset.name},
             },
         )
 
-    uncalibrated = Calibration(BranchCalibration(0.0, 1.0), BranchCalibration(0.0, 1.0), cfg.beta, 0)
-    progress = Progress(total, "train", "step", start=start_step, enabled=cfg.progress)
-    t0 = time.perf_counter()
-    losses: dict = {}
-    step = start_step
-    planned = total
-    n = len(data.train)
-    try:
-        while step < total:
-            set_learning_rates(optimizer, step, total, recipes)
-            idx = _batch_indices(n, cfg.batch_size, cfg.seed, step)
-            x = torch.from_numpy(normalize_nhwc_bgr(data.train[idx], preset.mean, preset.std)).to(device)
-            with autocast:
-                outs = model(x)
-                easy = easy_share_at(step, min(ramp_setting, total), cfg.easy_share_final)
-                d_local = local_distillation_loss([t.float() for t in outs.teacher_groups],
-                                                  [s.float() for s in outs.student_groups], easy)
-                d_sem = semantic_distillation_loss(outs.teacher_cls.float(), outs.student_cls.float())
-                loss = noisy_or_objective(d_local, d_sem, cfg.tau_local, cfg.tau_semantic)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                clip_each_student(model, recipes)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                clip_each_student(model, recipes)
-                optimizer.step()
-            step += 1
-            losses = {"loss": loss.item(), "local": d_local.item(), "semantic": d_sem.item()}
-            progress.update(1, f"loss {losses['loss']:.4f} local {losses['local']:.4f} "
-                               f"sem {losses['semantic']:.4f}")
-            if cfg.max_time and step - start_step in (3, 20):
-                # Fit the schedule to the time budget once a step's cost is known; refit after the
-                # first slow steps (allocations, thread pools) are behind us.
-                if step - start_step == 3:
-                    t_fit, step_fit = time.perf_counter(), step
-                    per_step = (t_fit - t0) / 3
-                else:
-                    per_step = (time.perf_counter() - t_fit) / (step - step_fit)
-                remaining = cfg.max_time - (time.perf_counter() - t0)
-                fitted = step + int(remaining / per_step)
-                if fitted < planned:
-                    total = max(step + 1, fitted)
-                    recipes = _recipes(cfg, total)  # warm-up lengths follow the fitted schedule
-                    progress.total = total
-                    log.info("--max-time %.0fs: training for %d steps (%.2f s/step, %s)", cfg.max_time, total, per_step,
-                             "first estimate" if step - start_step == 3 else "re-estimated")
-            if step % cfg.checkpoint_every == 0 and step < total:
-                _checkpoint(out, model, optimizer, step, meta_now(uncalibrated, step, False, losses,
-                                                                  time.perf_counter() - t0))
-    finally:
-        progress.close()
+    def step(self, step: int) -> None:
+        """One optimisation step of both students (the Noisy-OR objective)."""
+        cfg, preset = self.cfg, self.preset
+        set_learning_rates(self.optimizer, step, self.total, self.recipes)
+        idx = _batch_indices(len(self.data.train), cfg.batch_size, cfg.seed, step)
+        x = torch.from_numpy(normalize_nhwc_bgr(self.data.train[idx], preset.mean, preset.std)).to(self.device)
+        with self.autocast:
+            outs = self.model(x)
+            easy = easy_share_at(step, min(self.ramp, self.total), cfg.easy_share_final)
+            d_local = local_distillation_loss([t.float() for t in outs.teacher_groups],
+                                              [s.float() for s in outs.student_groups], easy)
+            d_sem = semantic_distillation_loss(outs.teacher_cls.float(), outs.student_cls.float())
+            loss = noisy_or_objective(d_local, d_sem, cfg.tau_local, cfg.tau_semantic)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            clip_each_student(self.model, self.recipes)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            clip_each_student(self.model, self.recipes)
+            self.optimizer.step()
+        self.losses = {"loss": loss.item(), "local": d_local.item(), "semantic": d_sem.item()}
 
-    model.eval()
-    holdout = data.holdout
-    if len(holdout) == 0:
-        log.warning("too few images for a held-out split: calibrating on training images")
-        holdout = data.train
-    calibration = calibrate(model, holdout, cfg.beta)
-    seconds = time.perf_counter() - t0
-    _checkpoint(out, model, optimizer, step, meta_now(calibration, step, True, losses, seconds))
-    return TrainResult(out, step, seconds, losses, calibration)
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        uncalibrated = Calibration(BranchCalibration(0.0, 1.0), BranchCalibration(0.0, 1.0), cfg.beta, 0)
+        progress = Progress(self.total, "train", "step", start=self.start_step, enabled=cfg.progress)
+        budget = TimeBudget(cfg.max_time, self.start_step)
+        planned, step = self.total, self.start_step
+        try:
+            while step < self.total:
+                self.step(step)
+                step += 1
+                progress.update(1, " ".join(f"{k} {v:.4f}" for k, v in self.losses.items()))
+                fitted = budget.refit(step, planned)
+                if fitted is not None:
+                    self.total = progress.total = fitted
+                    self.recipes = _recipes(cfg, self.total)  # warm-up lengths follow the fitted schedule
+                if step % cfg.checkpoint_every == 0 and step < self.total:
+                    _checkpoint(self.out, self.model, self.optimizer, step,
+                                self.metadata(uncalibrated, step, False, time.perf_counter() - budget.t0))
+        finally:
+            progress.close()
+        self.model.eval()
+        holdout = self.data.holdout
+        if len(holdout) == 0:
+            log.warning("too few images for a held-out split: calibrating on training images")
+            holdout = self.data.train
+        calibration = calibrate(self.model, holdout, cfg.beta)
+        seconds = time.perf_counter() - budget.t0
+        _checkpoint(self.out, self.model, self.optimizer, step, self.metadata(calibration, step, True, seconds))
+        return TrainResult(self.out, step, seconds, self.losses, calibration)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    return Trainer(cfg).run()
 
 
 def _checkpoint(out: Path, model: DualStudentModel, optimizer: torch.optim.Optimizer, step: int,

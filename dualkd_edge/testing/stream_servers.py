@@ -1,5 +1,5 @@
-"""Real streams on 127.0.0.1 for the tests: an HTTP MJPEG server and an RTSP server whose RTP/H.264
-packets are produced by ffmpeg. Both stop by themselves after a bounded time."""
+"""Real streams on 127.0.0.1 for tests and benchmarks: an HTTP MJPEG server and an RTSP server whose
+RTP/H.264 packets are produced by ffmpeg. Both stop by themselves after a bounded time."""
 
 from __future__ import annotations
 

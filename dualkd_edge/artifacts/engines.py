@@ -1,4 +1,4 @@
-"""The JSON sidecar beside every TensorRT engine, and the check that an engine fits this machine.
+"""TensorRT engines: the JSON sidecar beside every one, and the check that an engine fits this machine.
 
 Engines are tied to the TensorRT version and the GPU they were built on; loading one elsewhere
 must fail with a clear instruction to rebuild, not with a deserialisation crash."""
@@ -10,15 +10,19 @@ from pathlib import Path
 
 from dualkd_edge.errors import UserError
 from dualkd_edge.fileio import write_json_atomic
-from dualkd_edge.model_files import engine_sidecar
 
 SIDECAR_SCHEMA = 1
+
+
+def sidecar_path(engine: Path) -> Path:
+    """`m.engine` -> `m.engine.json`."""
+    return engine.with_name(engine.name + ".json")
 
 
 def write_sidecar(engine: Path, fields: dict) -> Path:
     """`fields`: tensorrt_version, gpu, precision, metadata (the ONNX file's), and what the build
     recorded (path taken, options, the engine-vs-ONNX comparison)."""
-    side = engine_sidecar(engine)
+    side = sidecar_path(engine)
     write_json_atomic(side, {"schema_version": SIDECAR_SCHEMA, **fields})
     return side
 
@@ -27,16 +31,16 @@ def read_sidecar(engine: Path, onnx: Path | None = None) -> dict:
     """The engine's sidecar. An engine without one (built with trtexec) is accepted when `onnx`
     names the file it was built from: its metadata comes from there, marked "adopted" so the
     backend writes the sidecar once the engine loads."""
-    side = engine_sidecar(engine)
+    side = sidecar_path(engine)
     if not side.is_file():
         if onnx is None:
             raise UserError(f"{engine}: sidecar {side.name} is missing (built with trtexec?); pass --onnx with the "
                             "ONNX file it was built from, or rebuild it with `dualkd-edge build`")
-        from dualkd_edge.model_files import read_metadata
+        from dualkd_edge.artifacts.onnx_files import load_onnx_model, onnx_metadata
 
         if Path(onnx).suffix.lower() != ".onnx" or not Path(onnx).is_file():
             raise UserError(f"--onnx: expected the .onnx file the engine was built from, got {onnx}")
-        meta = read_metadata(Path(onnx))
+        meta = onnx_metadata(load_onnx_model(Path(onnx)), Path(onnx))
         return {"adopted": True, "metadata": meta.to_dict(), "precision": meta.export.get("precision", "?"),
                 "path_taken": "built outside dualkd-edge (e.g. trtexec)", "build_options": {},
                 "onnx": str(Path(onnx).resolve())}

@@ -1,0 +1,62 @@
+"""What a stream run reports: frames, anomalies, per-source counts and per-stage latency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dualkd_edge.bench.stats import latency_stats
+from dualkd_edge.stream.capture import SourceStats
+from dualkd_edge.tables import text_table
+
+# output: drawing and writing overlays and records (sinks); e2e also holds the queue wait.
+STAGES = ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "output_ms", "e2e_ms")
+
+
+def stage_stats(values: list[float]) -> dict[str, float]:
+    """mean / p50 / p99 / max of one stage (the bench's statistics, in the summary's keys)."""
+    if not values:
+        return {}
+    s = latency_stats(values)
+    return {"mean": s.mean_ms, "p50": s.p50_ms, "p99": s.p99_ms, "max": s.max_ms}
+
+
+@dataclass
+class StreamSummary:
+    frames: int
+    anomalies: int
+    seconds: float
+    sources: list[SourceStats]
+    stages: dict[str, dict[str, float]]
+    interrupted: bool
+    outputs: list[str]
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for s in self.sources for e in s.errors]
+
+    def to_dict(self) -> dict:
+        return {
+            "frames": self.frames, "anomalies": self.anomalies, "seconds": round(self.seconds, 3),
+            "fps": round(self.fps, 3), "interrupted": self.interrupted, "errors": self.errors,
+            "dropped": sum(s.dropped for s in self.sources), "corrupted": sum(s.corrupted for s in self.sources),
+            "skipped_files": sum(s.skipped_files for s in self.sources),
+            "reconnects": sum(s.reconnects for s in self.sources),
+            "sources": [vars(s) for s in self.sources], "latency_ms": self.stages, "outputs": self.outputs,
+        }
+
+    def format(self) -> str:
+        d = self.to_dict()
+        lines = [f"frames {d['frames']}  anomalies {d['anomalies']}  dropped {d['dropped']}  "
+                 f"corrupted {d['corrupted']}  skipped files {d['skipped_files']}  reconnects {d['reconnects']}  "
+                 f"errors {len(d['errors'])}  {d['fps']:.1f} FPS over {d['seconds']:.1f} s"
+                 + ("  (interrupted)" if d["interrupted"] else "")]
+        rows = [[stage.replace("_ms", ""), s.get("mean"), s.get("p50"), s.get("p99"), s.get("max")]
+                for stage, s in d["latency_ms"].items() if s]
+        if rows:
+            lines.append(text_table(["stage (ms)", "mean", "p50", "p99", "max"], rows))
+        lines += [f"error: {e}" for e in d["errors"]]
+        return "\n".join(lines)

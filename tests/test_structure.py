@@ -1,0 +1,169 @@
+"""The structure the code promises: one artifact table, a staged Detector, sinks behind one
+protocol, the library below the commands, torch only where training and tracing need it, and the
+deployment recipe in export/."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import REPO, needs_torch, parts, run_cli
+from torchless import run_torchless
+
+PACKAGE = REPO / "dualkd_edge"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_the_library_never_imports_the_commands():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] == "commands" or rel.name == "cli.py":
+            continue
+        if any(m == "dualkd_edge.commands" or m.startswith("dualkd_edge.commands.") for m in _imports(path)):
+            offenders.append(str(rel))
+    assert offenders == []
+
+
+def test_torch_stays_in_model_train_and_export():
+    allowed = {"model", "train", "export"}
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        tree = ast.parse(path.read_text())
+        top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        for node in top_level:
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if any(m.split(".")[0] in ("torch", "timm") for m in mods) and rel.parts[0] not in allowed:
+                offenders.append(str(rel))
+    assert offenders == []
+
+
+def test_runtime_modules_import_without_torch():
+    proc = run_torchless("""
+        import dualkd_edge.artifacts, dualkd_edge.detector, dualkd_edge.stream.pipeline, dualkd_edge.comparison
+        import dualkd_edge.compile.quantize, dualkd_edge.compile.tensorrt_rules, dualkd_edge.compile.tensorrt_build
+        import dualkd_edge.runtime.onnx_backend, dualkd_edge.bench.runner, dualkd_edge.cli
+        print("ok")
+    """)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
+def test_the_artifact_table_recognises_each_kind_and_refuses_the_rest(trained_run, dynamic_onnx, tmp_path):
+    from dualkd_edge.artifacts import ENGINE, KINDS, ONNX, RUN, LoadOptions, kind_of, read_metadata, update_threshold
+    from dualkd_edge.artifacts.engines import write_sidecar
+    from dualkd_edge.artifacts.kinds import describe_kinds
+    from dualkd_edge.errors import UserError
+
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"\x00")
+    write_sidecar(engine, {"tensorrt_version": "10.3.0", "gpu": {}, "precision": "fp16",
+                           "metadata": read_metadata(dynamic_onnx).to_dict()})
+    assert [kind_of(p) for p in (trained_run, dynamic_onnx, engine)] == [RUN, ONNX, ENGINE]
+    assert {k.extra for k in KINDS} == {"train", None, "tensorrt"}
+    assert "sidecar" in describe_kinds() and ".plan" in describe_kinds()
+    for path in (engine,):  # threshold updates go where each kind keeps its metadata
+        assert update_threshold(path, 0.77) == read_metadata(dynamic_onnx).threshold
+        assert read_metadata(path).threshold == 0.77
+        assert json.loads((tmp_path / "m.plan.json").read_text())["precision"] == "fp16"  # the rest kept
+    text = tmp_path / "notes.txt"
+    text.write_text("x")
+    with pytest.raises(UserError, match="not a dualkd-edge artifact"):
+        kind_of(text)
+    with pytest.raises(UserError, match="not found"):
+        kind_of(tmp_path / "missing.onnx")
+    opts = LoadOptions(cuda_graph=True, onnx=dynamic_onnx)
+    assert opts.for_path(engine) is opts and not opts.for_path(dynamic_onnx).cuda_graph
+    assert opts.for_path(dynamic_onnx).onnx is None
+
+
+def test_engine_options_on_other_kinds_are_errors(dynamic_onnx):
+    from dualkd_edge.artifacts import open_backend
+    from dualkd_edge.errors import UserError
+
+    with pytest.raises(UserError, match="--cuda-graph"):
+        open_backend(dynamic_onnx, cuda_graph=True)
+    with pytest.raises(UserError, match="--onnx"):
+        open_backend(dynamic_onnx, onnx=dynamic_onnx)
+
+
+def test_detector_stages_make_predict(dynamic_onnx):
+    from dualkd_edge import Detector
+
+    det = Detector.load(dynamic_onnx, threshold=0.4)
+    images = parts(3)
+    batch = det.prepare(images)
+    assert batch.count == 3 and batch.sizes == [im.shape[:2] for im in images]
+    staged = det.decide(det.run(batch), batch.sizes)
+    direct = det.predict(images)
+    for a, b in zip(staged, direct):
+        assert a.score == b.score and np.array_equal(a.anomaly_map, b.anomaly_map)
+        assert a.is_anomaly == (a.score >= 0.4)  # the threshold the Detector owns
+
+
+def test_a_sink_is_anything_with_write_and_close(dynamic_onnx, tmp_path):
+    """A library user's own sink (next: MQTT, PLC, dashboard) gets every scored frame, in order,
+    with its latency so far, and can stop the run."""
+    import cv2
+
+    from dualkd_edge import Detector
+    from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
+    from dualkd_edge.stream.sinks import JsonlSink, Sink
+    from dualkd_edge.stream.sources import parse_source
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, img in enumerate(parts(6)):
+        cv2.imwrite(str(folder / f"{i}.png"), img)
+
+    class Collect(Sink):
+        def __init__(self) -> None:
+            self.records: list[dict] = []
+
+        def write(self, result) -> None:
+            self.records.append(result.record())
+            self.stop_requested = len(self.records) == 4
+
+        def close(self) -> list[str]:
+            return ["collected"]
+
+    collect = Collect()
+    with Detector.load(dynamic_onnx) as det:
+        summary = StreamRunner(det, parse_source(str(folder)), StreamOptions(),
+                               sinks=[collect, JsonlSink(tmp_path / "f.jsonl")]).run()
+    assert summary.frames == 4 and [r["frame"] for r in collect.records] == [0, 1, 2, 3]
+    assert "collected" in summary.outputs and str(tmp_path / "f.jsonl") in summary.outputs
+    assert all({"inference_ms", "output_ms", "e2e_ms"} <= set(r["latency_ms"]) for r in collect.records)
+    lines = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert len(lines) == 4  # the JSONL sink saw the same frames, after the collector
+
+
+@needs_torch
+def test_jetson_recipe_composes_the_commands_and_its_check_step_runs(dynamic_onnx, tmp_path):
+    script = REPO / "export" / "jetson" / "build_and_bench.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    proc = subprocess.run([str(script), str(dynamic_onnx), "q.onnx", "--calib", "cal", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=dict(os.environ, DRY_RUN="1"))
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert [c.split()[1] for c in commands] == ["check", "build", "check", "build", "compare", "bench"]
+    assert "--precision fp16" in commands[1] and "--precision int8" in commands[3]
+    check = commands[0].split()
+    assert run_cli(*check[1:]).returncode == 0  # the ONNX passes the rules of the TensorRT it names
+    bad = subprocess.run([str(script), "notes.txt"], capture_output=True, text=True, env=dict(os.environ, DRY_RUN="1"))
+    assert bad.returncode == 2 and bad.stderr.startswith("error:")

@@ -63,21 +63,23 @@ def heldout_verdict(fp32_row, path: Path, heldout) -> dict:
             "met": drop <= MAX_DROP and agree >= MIN_AGREE}
 
 
-def recipes(target: str) -> list[tuple[str, dict]]:
-    """(label, QuantizeOptions overrides) for the all-INT8 variants tried."""
-    return [("minmax, 64 images", {"method": "minmax"}),
-            ("percentile 99.99, 64 images", {"method": "percentile"}),
-            ("entropy (KL, 2048 bins), 64 images", {"method": "entropy"}),
-            ("minmax + SmoothQuant alpha 0.5", {"method": "minmax", "smooth": 0.5}),
-            ("minmax, 256 images", {"method": "minmax", "calib": "calib256"})]
+# key (for --recipes), label, QuantizeOptions overrides: the all-INT8 variants tried.
+RECIPES = [("minmax", "minmax, 64 images", {"method": "minmax"}),
+           ("percentile", "percentile 99.99, 64 images", {"method": "percentile"}),
+           ("entropy", "entropy (KL, 2048 bins), 64 images", {"method": "entropy"}),
+           ("smooth", "minmax + SmoothQuant alpha 0.5", {"method": "minmax", "smooth": 0.5}),
+           ("calib256", "minmax, 256 images", {"method": "minmax", "calib": "calib256"})]
 
 
-def run_target(target: str, paths: dict, fp32_row, heldout, work: Path) -> list[dict]:
+def run_target(target: str, paths: dict, fp32_row, heldout, work: Path, only: set[str] | None) -> list[dict]:
     from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
     from dualkd_edge.compile.quantize import QuantizationSession, QuantizeOptions
 
     rows = []
-    for label, overrides in recipes(target):
+    for key, label, overrides in RECIPES:
+        if only is not None and key not in only:
+            continue
+        overrides = dict(overrides)
         calib = paths[overrides.pop("calib", "calib64")]
         opts = QuantizeOptions(calib=calib, samples=256, target=target, **overrides)
         t0 = time.perf_counter()
@@ -88,6 +90,8 @@ def run_target(target: str, paths: dict, fp32_row, heldout, work: Path) -> list[
         verdict = heldout_verdict(fp32_row, out, heldout)
         rows.append({"recipe": f"all INT8: {label}", **verdict, "seconds": time.perf_counter() - t0})
         print(target, rows[-1], flush=True)
+    if only is not None and "product" not in only:
+        return rows
     # The product path: what `dualkd-edge quantize --val` does by default, run as the user would.
     out = work / f"{target}-product.onnx"
     t0 = time.perf_counter()
@@ -116,6 +120,9 @@ def main() -> int:
     ap.add_argument("--targets", default="tensorrt,cpu")
     ap.add_argument("--work", type=Path, default=Path("bench_work/int8"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/int8-heldout.md"))
+    ap.add_argument("--recipes", default="all",
+                    help="'all' or a comma list of minmax, percentile, entropy, smooth, calib256, product "
+                         "(the larger presets are slow)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
@@ -137,7 +144,8 @@ def main() -> int:
                 f"same OK/NG as FP32 on >= {100 * MIN_AGREE:.0f}% of images.\n"]
     results = {}
     for target in args.targets.split(","):
-        rows = run_target(target, paths, fp32_row, heldout, work)
+        only = None if args.recipes == "all" else set(args.recipes.split(","))
+        rows = run_target(target, paths, fp32_row, heldout, work, only)
         results[target] = rows
         table = [[r["recipe"], f"{r.get('image_auroc', float('nan')):.4f}", f"{r.get('image_drop', float('nan')):+.2f}",
                   f"{r.get('pixel_drop') or 0:+.2f}", f"{100 * r.get('agreement', 0):.1f}%",

@@ -180,7 +180,7 @@ class Comparison:
     def format(self) -> str:
         d = self.decisions
         lines = [f"{self.candidate} vs {self.reference} on {self.n_images} images:", format_differences(self.outputs),
-                 f"  score Spearman {self.score_spearman:.4f}; OK/NG agree on {d.agree}, differ on {d.disagree}"
+                 f"  score_logit Spearman {self.score_spearman:.4f}; OK/NG agree on {d.agree}, differ on {d.disagree}"
                  + (f" (+{d.borderline} within the score tolerance of the threshold)" if d.borderline else "")]
         if self.auroc:
             lines.append(f"  image AUROC {self.auroc['reference']:.4f} -> {self.auroc['candidate']:.4f} "
@@ -206,31 +206,37 @@ def compare_detectors(reference, candidates: list, images: list[np.ndarray], lab
     if not images:
         raise ValueError("no images to compare on")
     per_batch: list[list[list[OutputDiff]]] = [[] for _ in candidates]
+    # Decisions are taken on `score`; ranks (AUROC, Spearman) on `score_logit` as in `eval`: the
+    # probability saturates at 1.0 and ties strong anomalies.
     scores = [[] for _ in range(len(candidates) + 1)]
+    ranks = [[] for _ in range(len(candidates) + 1)]
     tolerances = tolerances or [Tolerance(dict(FP32_TOLERANCE)) for _ in candidates]
     for i in range(0, len(images), batch_size):
         chunk = images[i:i + batch_size]
         ref_out = reference.infer_raw(chunk)
         scores[0].append(ref_out["score"])
+        ranks[0].append(ref_out["score_logit"])
         for k, cand in enumerate(candidates):
             out = cand.infer_raw(chunk)
             scores[k + 1].append(out["score"])
+            ranks[k + 1].append(out["score_logit"])
             per_batch[k].append(compare_outputs(ref_out, out, tolerances[k].atol))
-    ref_scores = np.concatenate(scores[0])
+    ref_scores, ref_ranks = np.concatenate(scores[0]), np.concatenate(ranks[0])
     results = []
     for k, cand in enumerate(candidates):
         cand_scores = np.concatenate(scores[k + 1])
+        cand_ranks = np.nan_to_num(np.concatenate(ranks[k + 1]), nan=0.0, posinf=np.finfo(np.float32).max)
         tol = tolerances[k]
         score_tol = (tol.atol or {}).get("score", 0.0) if tol.atol else 0.0
         auroc = None
         if labels is not None and 0 < labels.sum() < len(labels):
-            a = metrics.image_auroc(labels, ref_scores)
-            b = metrics.image_auroc(labels, np.nan_to_num(cand_scores, nan=0.0))
+            a = metrics.image_auroc(labels, ref_ranks)
+            b = metrics.image_auroc(labels, cand_ranks)
             auroc = {"reference": a, "candidate": b, "drop_points": 100.0 * (a - b)}
         results.append(Comparison(
             reference=names[0] if names else reference.backend.describe(),
             candidate=names[k + 1] if names else cand.backend.describe(), n_images=len(images),
-            outputs=merge_diffs(per_batch[k]), score_spearman=metrics.spearman(ref_scores, np.nan_to_num(cand_scores)),
+            outputs=merge_diffs(per_batch[k]), score_spearman=metrics.spearman(ref_ranks, cand_ranks),
             decisions=decision_agreement(ref_scores, reference.threshold, cand_scores, cand.threshold, score_tol),
             tolerance=tol, auroc=auroc))
     return results

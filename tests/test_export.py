@@ -270,7 +270,7 @@ def test_cli_export_quantize_and_errors(trained_run, small_dataset, tmp_path):
     assert run_cli("calib-sample", small_dataset, "--n", "16", "--out", calib).returncode == 0
     proc = run_cli("quantize", out, "--calib", calib, "--out", tmp_path / "q.onnx", "--samples", "16")
     assert proc.returncode == 0, proc.stderr
-    assert "score Spearman" in proc.stdout and "OK/NG agree on" in proc.stdout
+    assert "score_logit Spearman" in proc.stdout and "OK/NG agree on" in proc.stdout
     assert_one_line_error(run_cli("export", trained_run, "--out", tmp_path / "x.onnx", "--img-size", "224"), "--img-size")
     assert_one_line_error(run_cli("export", trained_run, "--out", tmp_path / "x.onnx", "--opset", "13"), "--opset")
     assert_one_line_error(run_cli("quantize", out, "--calib", tmp_path / "nope", "--out", tmp_path / "q2.onnx"), "--calib")

@@ -40,6 +40,21 @@ def test_the_library_never_imports_the_commands():
     assert offenders == []
 
 
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    """Long functions were split into named steps (issue 14); keep it so."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "functions over 60 lines: " + ", ".join(long)
+
+
 def test_torch_stays_in_model_train_and_export():
     allowed = {"model", "train", "export"}
     offenders = []

@@ -258,7 +258,10 @@ def infer(
     save_masks: bool = typer.Option(False, "--save-masks", help="binary defect masks (PNG 0/255, frame size) beside the saved images"),
     show: bool = typer.Option(False, "--show", help="show overlays in a window (needs an OpenCV GUI build)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="decision threshold (default: the model's)"),
-    batch: int = typer.Option(1, "--batch", help="frames per inference batch (across frames and streams)"),
+    batch: int = typer.Option(1, "--batch", help="frames per inference call: the newest frame of up to N live sources "
+                              "(a dynamic-batch model), or the next frames of files"),
+    batch_timeout_ms: float = typer.Option(33.0, "--batch-timeout-ms", help="with --batch: how long a batch waits for "
+                                           "the other sources after its first frame (stalled sources are not waited for)"),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
     fps_limit: Optional[float] = typer.Option(None, "--fps-limit", help="process at most this many frames per second"),
     retries: int = typer.Option(5, "--retries", help="reconnection attempts for a lost live stream"),
@@ -275,7 +278,8 @@ def infer(
     from dualkd_edge.stream.pipeline import StreamOptions
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
-                         show=show, batch=batch, max_frames=max_frames, fps_limit=fps_limit,
+                         show=show, batch=batch, batch_timeout_ms=batch_timeout_ms, max_frames=max_frames,
+                         fps_limit=fps_limit,
                          retry=RetryPolicy(max_retries=retries))
     load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
     model_arg, source = model_and_source(model, source, triton)

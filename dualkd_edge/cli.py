@@ -69,6 +69,8 @@ def train(
     holdout: float = typer.Option(0.1, "--holdout", help="share of good images held out for calibration"),
     tau_local: float = typer.Option(1.0, "--tau-local", help="Noisy-OR temperature of the local branch"),
     tau_semantic: float = typer.Option(1.0, "--tau-semantic", help="Noisy-OR temperature of the semantic branch"),
+    nproc: int = typer.Option(1, "--nproc", help="data-parallel processes (DistributedDataParallel): one per GPU "
+                              "(NCCL), or CPU processes (gloo); the --batch-size images of a step are split over them"),
 ) -> None:
     """Train the dual-student model (frozen DINOv2 teacher, Noisy-OR objective) and calibrate it."""
     from dualkd_edge.commands.train_cmd import run
@@ -77,7 +79,7 @@ def train(
     run(TrainConfig(data=list(data), out=out, preset=preset, weights=weights, steps=steps, batch_size=batch_size,
                     lr=lr, ee_lr=ee_lr, semantic_centring=semantic_centring, device=device, seed=seed, resume=resume,
                     checkpoint_every=checkpoint_every, max_time=max_time, holdout_fraction=holdout,
-                    tau_local=tau_local, tau_semantic=tau_semantic))
+                    tau_local=tau_local, tau_semantic=tau_semantic, nproc=nproc))
 
 
 @app.command()
@@ -350,6 +352,20 @@ def serve(
     from dualkd_edge.serving.triton_server import ServeOptions
 
     raise typer.Exit(run_serve(repo, ServeOptions(host, http_port, grpc_port, metrics_port)))
+
+
+@app.command()
+def deepstream(
+    model: Path = typer.Argument(..., help=".onnx export (dynamic batch, or a static batch equal to --sources)"),
+    out: Path = typer.Option(..., "--out", help="folder for the graph, the nvinfer and deepstream-app configs and the probe"),
+    sources: int = typer.Option(1, "--sources", help="cameras batched by nvstreammux into one inference call"),
+    precision: str = typer.Option("fp16", "--precision", help="fp32 | fp16 | int8 (a Q/DQ graph from quantize --target tensorrt)"),
+) -> None:
+    """DeepStream on a Jetson: nvinfer config (tensor output), deepstream-app config for N RTSP cameras, a pyds probe."""
+    from dualkd_edge.commands.serving_cmd import run_deepstream
+    from dualkd_edge.serving.deepstream import DeepStreamOptions
+
+    run_deepstream(model, out, DeepStreamOptions(sources=sources, precision=precision))
 
 
 def main() -> None:

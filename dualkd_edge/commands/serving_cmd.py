@@ -26,3 +26,14 @@ def run_serve(repo: Path, opts) -> int:
     from dualkd_edge.serving.triton_server import serve
 
     return serve(repo, opts)
+
+
+def run_deepstream(model: Path, out: Path, opts) -> list[Path]:
+    """`opts`: serving.deepstream.DeepStreamOptions."""
+    from dualkd_edge.serving.deepstream import PROBE_FILE, write_deepstream
+
+    files = write_deepstream(model, out, opts)
+    print(f"wrote {', '.join(f.name for f in files)} to {out}")
+    print(f"on the Jetson (DeepStream + pyds): python3 {PROBE_FILE} rtsp://CAMERA-1/stream ... ({opts.sources} camera(s)); "
+          "nvinfer builds the engine on the first start")
+    return files

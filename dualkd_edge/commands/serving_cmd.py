@@ -10,13 +10,13 @@ def run_triton(model: Path, repo: Path, opts) -> Path:
     """`opts`: serving.triton_repository.TritonRepoOptions."""
     from dualkd_edge.serving.triton_repository import write_triton_repository
 
-    folder = write_triton_repository(model, repo, opts)
-    backend = (folder / "config.pbtxt").read_text().split('backend: "')[1].split('"')[0]
-    print(f"wrote {folder} (backend {backend}): {', '.join(sorted(p.name for p in (folder / '1').iterdir()))}")
-    if backend == "python":
+    written = write_triton_repository(model, repo, opts)
+    folder = written.folder
+    print(f"wrote {folder} (backend {written.backend}): config.pbtxt, 1/{', 1/'.join(written.files)}")
+    if written.backend == "python":
         print(f"serve it here: dualkd-edge serve {repo}   (pip install 'dualkd-edge[serve]')")
     print(f"on a GPU server: docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -v {Path(repo).resolve()}:/models "
-          "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models   (see export/triton/README.md)")
+          "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models   (README: Scaling out)")
     print(f"clients: dualkd-edge infer --triton HOST:8001/{opts.name} SOURCE ...")
     return folder
 

@@ -198,8 +198,15 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def write_triton_repository(model_path: Path, repo: Path, opts: TritonRepoOptions) -> Path:
-    """Write REPO/NAME (config and version 1); returns the model folder."""
+@dataclass(frozen=True)
+class WrittenModel:
+    folder: Path  # REPO/NAME
+    backend: str  # the backend the config names
+    files: tuple[str, ...]  # what version 1 holds
+
+
+def write_triton_repository(model_path: Path, repo: Path, opts: TritonRepoOptions) -> WrittenModel:
+    """Write REPO/NAME (config and version 1)."""
     opts.validate()
     model = inspect_model(Path(model_path))
     backend = choose_backend(model, opts.backend)
@@ -222,7 +229,7 @@ def write_triton_repository(model_path: Path, repo: Path, opts: TritonRepoOption
     for stale in {*MODEL_FILES.values(), "model.plan.json", PYTHON_MODEL} - written:
         (version / stale).unlink(missing_ok=True)
     write_bytes_atomic(folder / "config.pbtxt", config.encode())
-    return folder
+    return WrittenModel(folder, backend, tuple(sorted(written)))
 
 
 def parse_config(text: str):

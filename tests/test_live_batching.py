@@ -33,10 +33,11 @@ def test_live_sources_are_batched_and_a_stalled_camera_does_not_hold_them(dynami
         assert all(r["source"] == servers[index].url for r in rows)
         frames = [r["frame"] for r in rows]
         assert frames == sorted(set(frames)), (index, frames)
-    # the stalled camera sends 3 frames per connection (OpenCV reconnects after its 5 s read time-out)
-    assert len(by_source.get(1, [])) <= 6
-    assert all(len(by_source[i]) >= 10 for i in (0, 2, 3))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    # the stalled camera sends 3 frames per connection (OpenCV reconnects after its 5 s read time-out)
+    connections = 1 + summary["sources"][1]["reconnects"]
+    assert len(by_source.get(1, [])) <= 3 * connections
+    assert all(len(by_source[i]) >= 10 for i in (0, 2, 3))
     sizes = {int(k): v for k, v in summary["batches"]["sizes"].items()}
     assert sum(k * v for k, v in sizes.items()) >= 60
     # the three live cameras went through the model together (several sources in one call)

@@ -48,6 +48,12 @@ def context_from_env() -> DistContext:
     return DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
 
 
+def quiet_other_ranks(ctx: DistContext) -> None:
+    """Rank 0 reports progress; the others only warnings (N copies of each line help nobody)."""
+    if ctx.active and not ctx.is_main:
+        logging.getLogger("dualkd_edge").setLevel(logging.WARNING)
+
+
 def device_for(ctx: DistContext, device: str) -> str:
     """One GPU per process: cuda:<local rank>; CPU processes share the CPU."""
     if not ctx.active or not device.startswith("cuda"):
@@ -119,7 +125,7 @@ def leave_group(created: bool) -> None:
 # -- `train --nproc N`: start the processes ----------------------------------------------------
 def _worker(rank: int, cfg, world: int, port: int, threads: int) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s: [rank {rank}] %(message)s")
-    logging.getLogger("dualkd_edge").setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logging.getLogger("dualkd_edge").setLevel(logging.INFO)  # Trainer quiets the other ranks
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(threads)

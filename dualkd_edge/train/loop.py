@@ -43,6 +43,7 @@ from dualkd_edge.train.distributed import (
     init_group,
     leave_group,
     mean_over_ranks,
+    quiet_other_ranks,
     shard,
 )
 from dualkd_edge.train.images import load_training_images
@@ -205,6 +206,7 @@ class Trainer:
         cfg.validate()
         self.cfg = cfg
         self.dist = context_from_env()
+        quiet_other_ranks(self.dist)
         cfg.check_split(self.dist.world)
         self.out = Path(cfg.out)
         self.preset, self.total = planned_run(cfg, self.out)

@@ -25,6 +25,21 @@ EngineOnnx = typer.Option(None, "--onnx", help="for a TensorRT engine built outs
                           "was built from; its metadata is used and the engine's sidecar written")
 CudaGraph = typer.Option(False, "--cuda-graph", help="TensorRT engines with a static batch: replay the inference as "
                          "a CUDA graph (less launch overhead)")
+Triton = typer.Option(None, "--triton", help="HOST:PORT/NAME: inference by a Triton server (gRPC port) serving a "
+                      "repository from `dualkd-edge triton`, instead of a local MODEL")
+
+
+def model_and_source(model: str, source: str | None, triton: str | None):
+    """`infer MODEL SOURCE`, or `infer --triton HOST:PORT/NAME SOURCE` (the model is on the server)."""
+    if triton is None:
+        if source is None:
+            raise UserError("SOURCE: missing; usage: dualkd-edge infer MODEL SOURCE (or --triton HOST:PORT/NAME SOURCE)")
+        return Path(model), source
+    if source is not None:
+        raise UserError(f"--triton: the model is on the server; pass only SOURCE, not {model!r} and {source!r}")
+    from dualkd_edge.runtime.triton_backend import parse_endpoint
+
+    return parse_endpoint(triton), model
 
 
 @app.command()
@@ -54,6 +69,8 @@ def train(
     holdout: float = typer.Option(0.1, "--holdout", help="share of good images held out for calibration"),
     tau_local: float = typer.Option(1.0, "--tau-local", help="Noisy-OR temperature of the local branch"),
     tau_semantic: float = typer.Option(1.0, "--tau-semantic", help="Noisy-OR temperature of the semantic branch"),
+    nproc: int = typer.Option(1, "--nproc", help="data-parallel processes (DistributedDataParallel): one per GPU "
+                              "(NCCL), or CPU processes (gloo); the --batch-size images of a step are split over them"),
 ) -> None:
     """Train the dual-student model (frozen DINOv2 teacher, Noisy-OR objective) and calibrate it."""
     from dualkd_edge.commands.train_cmd import run
@@ -62,7 +79,7 @@ def train(
     run(TrainConfig(data=list(data), out=out, preset=preset, weights=weights, steps=steps, batch_size=batch_size,
                     lr=lr, ee_lr=ee_lr, semantic_centring=semantic_centring, device=device, seed=seed, resume=resume,
                     checkpoint_every=checkpoint_every, max_time=max_time, holdout_fraction=holdout,
-                    tau_local=tau_local, tau_semantic=tau_semantic))
+                    tau_local=tau_local, tau_semantic=tau_semantic, nproc=nproc))
 
 
 @app.command()
@@ -234,8 +251,8 @@ def compare(
 
 @app.command()
 def infer(
-    model: Path = typer.Argument(..., help="run directory, .onnx file or TensorRT engine"),
-    source: str = typer.Argument(..., help="image, folder, glob, video file, webcam index, rtsp:// or http(s):// URL, GStreamer pipeline, or a .txt list of sources"),
+    model: str = typer.Argument(..., help="run directory, .onnx file or TensorRT engine (left out with --triton)"),
+    source: Optional[str] = typer.Argument(None, help="image, folder, glob, video file, webcam index, rtsp:// or http(s):// URL, GStreamer pipeline, or a .txt list of sources"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for overlays, videos and summary.json"),
     jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="one JSON line per frame, flushed as it goes"),
     save_video: bool = typer.Option(False, "--save-video", help="write overlay videos (one per source) to --out/video"),
@@ -243,7 +260,10 @@ def infer(
     save_masks: bool = typer.Option(False, "--save-masks", help="binary defect masks (PNG 0/255, frame size) beside the saved images"),
     show: bool = typer.Option(False, "--show", help="show overlays in a window (needs an OpenCV GUI build)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="decision threshold (default: the model's)"),
-    batch: int = typer.Option(1, "--batch", help="frames per inference batch (across frames and streams)"),
+    batch: int = typer.Option(1, "--batch", help="frames per inference call: the newest frame of up to N live sources "
+                              "(a dynamic-batch model), or the next frames of files"),
+    batch_timeout_ms: float = typer.Option(33.0, "--batch-timeout-ms", help="with --batch: how long a batch waits for "
+                                           "the other sources after its first frame (stalled sources are not waited for)"),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
     fps_limit: Optional[float] = typer.Option(None, "--fps-limit", help="process at most this many frames per second"),
     retries: int = typer.Option(5, "--retries", help="reconnection attempts for a lost live stream"),
@@ -251,6 +271,7 @@ def infer(
     device: str = Device,
     onnx: Optional[Path] = EngineOnnx,
     cuda_graph: bool = CudaGraph,
+    triton: Optional[str] = Triton,
 ) -> None:
     """Run the model on cameras, streams, videos or folders: JSONL, overlays, per-stage latency."""
     from dualkd_edge.artifacts import LoadOptions
@@ -259,15 +280,17 @@ def infer(
     from dualkd_edge.stream.pipeline import StreamOptions
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
-                         show=show, batch=batch, max_frames=max_frames, fps_limit=fps_limit,
+                         show=show, batch=batch, batch_timeout_ms=batch_timeout_ms, max_frames=max_frames,
+                         fps_limit=fps_limit,
                          retry=RetryPolicy(max_retries=retries))
     load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
-    raise typer.Exit(run_infer(model, source, opts, load, threshold))
+    model_arg, source = model_and_source(model, source, triton)
+    raise typer.Exit(run_infer(model_arg, source, opts, load, threshold))
 
 
 @app.command()
 def bench(
-    models: List[Path] = typer.Argument(..., help="run directories, .onnx files or engines, compared side by side"),
+    models: Optional[List[Path]] = typer.Argument(None, help="run directories, .onnx files or engines, compared side by side"),
     batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes, e.g. 1,4,8"),
     warmup: int = typer.Option(10, "--warmup", help="untimed iterations first"),
     iters: Optional[int] = typer.Option(None, "--iters", help="timed runs per model, at least (default 50); several models are timed in alternating rounds"),
@@ -282,6 +305,9 @@ def bench(
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG with latency percentiles and throughput (matplotlib)"),
     onnx: Optional[Path] = EngineOnnx,
     cuda_graph: bool = CudaGraph,
+    triton: Optional[List[str]] = typer.Option(None, "--triton", help="HOST:PORT/NAME of a model on a Triton server, "
+                                               "timed like the local models (repeatable); the round trip is split into "
+                                               "network, server queue and compute with the server's statistics"),
 ) -> None:
     """Latency and throughput per model and batch size, machine description, end-to-end ratio."""
     from dualkd_edge.artifacts import LoadOptions
@@ -290,9 +316,56 @@ def bench(
 
     opts = BenchOptions(batches=parse_batches(batch), warmup=warmup,
                         iters=iters if iters is not None or min_time is not None else 50, min_time=min_time,
-                        source=source, val=val,
+                        source=source, val=val, triton=list(triton or []),
                         load=LoadOptions(providers=providers, threads=threads, onnx=onnx, cuda_graph=cuda_graph))
-    run_bench(models, opts, BenchOutputs(json_out, csv_out, markdown, plot))
+    run_bench(list(models or []), opts, BenchOutputs(json_out, csv_out, markdown, plot))
+
+
+@app.command(name="triton")
+def triton_repo(
+    model: Path = typer.Argument(..., help=".onnx file (dynamic batch for batching) or TensorRT engine"),
+    out: Path = typer.Option(..., "--out", help="model repository folder (REPO/NAME/config.pbtxt, REPO/NAME/1/...)"),
+    name: str = typer.Option("dualkd", "--name", help="model name on the server"),
+    max_batch: int = typer.Option(8, "--max-batch", help="max_batch_size: the most images the server batches into one call"),
+    backend: str = typer.Option("auto", "--backend", help="auto (onnxruntime for .onnx, tensorrt for engines) | onnxruntime | "
+                                "tensorrt | python (our runtime inside Triton: runs anywhere, incl. `dualkd-edge serve`)"),
+    queue_delay_us: int = typer.Option(2000, "--queue-delay-us", help="dynamic batching: how long a request may wait for others"),
+    instances: int = typer.Option(1, "--instances", help="model instances (instance_group count)"),
+) -> None:
+    """Write a Triton Inference Server model repository: tensors, dynamic batching, instances, our metadata."""
+    from dualkd_edge.commands.serving_cmd import run_triton
+    from dualkd_edge.serving.triton_repository import TritonRepoOptions
+
+    run_triton(model, out, TritonRepoOptions(name, max_batch, backend, queue_delay_us, instances))
+
+
+@app.command()
+def serve(
+    repo: Path = typer.Argument(..., help="model repository from `dualkd-edge triton --backend python`"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0: every interface)"),
+    http_port: int = typer.Option(8000, "--http-port"),
+    grpc_port: int = typer.Option(8001, "--grpc-port"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Prometheus metrics (off by default)"),
+) -> None:
+    """Run Triton Inference Server from PyPI's wheel (`[serve]` extra, Python backend) until Ctrl-C."""
+    from dualkd_edge.commands.serving_cmd import run_serve
+    from dualkd_edge.serving.triton_server import ServeOptions
+
+    raise typer.Exit(run_serve(repo, ServeOptions(host, http_port, grpc_port, metrics_port)))
+
+
+@app.command()
+def deepstream(
+    model: Path = typer.Argument(..., help=".onnx export (dynamic batch, or a static batch equal to --sources)"),
+    out: Path = typer.Option(..., "--out", help="folder for the graph, the nvinfer and deepstream-app configs and the probe"),
+    sources: int = typer.Option(1, "--sources", help="cameras batched by nvstreammux into one inference call"),
+    precision: str = typer.Option("fp16", "--precision", help="fp32 | fp16 | int8 (a Q/DQ graph from quantize --target tensorrt)"),
+) -> None:
+    """DeepStream on a Jetson: nvinfer config (tensor output), deepstream-app config for N RTSP cameras, a pyds probe."""
+    from dualkd_edge.commands.serving_cmd import run_deepstream
+    from dualkd_edge.serving.deepstream import DeepStreamOptions
+
+    run_deepstream(model, out, DeepStreamOptions(sources=sources, precision=precision))
 
 
 def main() -> None:

@@ -54,6 +54,10 @@ def extra_lines(report: dict) -> list[str]:
         lines.append(f"end to end on {report['options']['source']}: {Path(model).name} {e['e2e_fps']:.1f} FPS vs "
                      f"model-only {e['model_only_fps']:.1f} FPS = {e['ratio']:.2f}x ({e['frames']} frames, "
                      f"{e['dropped']} dropped)")
+    if report.get("triton"):
+        from dualkd_edge.runtime.triton_backend import format_server_report
+
+        lines += [format_server_report(r) for r in report["triton"].values()]
     for model, acc in report["accuracy"].items():
         lines.append(f"accuracy of {Path(model).name}: image AUROC {acc.get('image_auroc') or float('nan'):.4f}, "
                      f"pixel AUROC {acc.get('pixel_auroc') or float('nan'):.4f}")

@@ -29,6 +29,7 @@ class BenchOptions:
     val: Path | None = None
     camera_size: tuple[int, int] = (480, 640)  # the frame size pre/post-processing is timed at
     load: LoadOptions = field(default_factory=LoadOptions)  # threads, providers, engine options
+    triton: list[str] = field(default_factory=list)  # HOST:PORT/NAME of models served by Triton
 
     def validate(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -126,6 +127,8 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
     from dualkd_edge.detector import Detector
 
     opts.validate()
+    if not models and not opts.triton:
+        raise UserError("MODEL: give at least one model (or --triton HOST:PORT/NAME)")
     for m in models:
         if not Path(m).exists():
             raise UserError(f"MODEL: not found: {m}")
@@ -141,6 +144,12 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
             det = Detector(open_for_bench(path, opts))
             stack.callback(det.close)
             opened.append((str(path), det, model_gmacs(path, det.meta)))
+        for endpoint in opts.triton:
+            from dualkd_edge.runtime.triton_backend import TritonBackend
+
+            det = Detector(TritonBackend(endpoint))
+            stack.callback(det.close)
+            opened.append((f"triton:{det.backend.endpoint}", det, model_gmacs(Path(endpoint), det.meta)))
         for b in opts.batches:
             timed: list[tuple[str, Detector, float | None, Contender]] = []
             for name, det, gmacs in opened:
@@ -165,14 +174,15 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
                 from dualkd_edge.evaluation import evaluate
 
                 accuracy[name] = evaluate(det, discover_all([opts.val]), progress=False).mean_row()
+        servers = {name: det.backend.server_report() for name, det, _ in opened if hasattr(det.backend, "server_report")}
     if reference.totals_ms:
         machine["reference_matmul_gflops"] = reference_flops / (reference.stats()[0].p50_ms / 1e3) / 1e9
-    rows = [results[str(path), b] for path in models for b in opts.batches]
+    rows = [results[name, b] for name, _, _ in opened for b in opts.batches]
     return {"machine": machine, "options": {"batches": opts.batches, "warmup": opts.warmup, "iters": opts.iters,
                                             "min_time": opts.min_time, "threads": opts.load.threads,
                                             "providers": opts.load.providers, "source": opts.source,
                                             "timing": "models and the reference matmul timed in alternating rounds"},
-            "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy}
+            "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy, "triton": servers}
 
 
 def end_to_end(detector, opts: BenchOptions) -> dict:

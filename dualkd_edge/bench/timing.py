@@ -67,7 +67,7 @@ def backend_contender(backend: Backend, batch: int = 1) -> Contender:
     """`backend.infer` on a fixed random batch, with the backend's own stage split (TensorRT:
     host-to-device, compute, device-to-host)."""
     x = random_input(backend, batch)
-    return Contender(lambda: backend.infer(x), batch, lambda: backend.last_timings)
+    return Contender(lambda: backend.infer(x), batch, backend.stage_timings)
 
 
 def time_side_by_side(contenders: list[Contender], warmup: int = 10, iters: int | None = 50,

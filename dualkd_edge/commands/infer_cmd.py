@@ -35,9 +35,20 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_infer(model: Path, source: str, opts, load, threshold: float | None = None) -> int:
-    """Exit code: 0, or 1 when a source failed or a stream was lost for good. `load`: LoadOptions."""
+def open_detector(model, load, threshold: float | None):
+    """A local artifact, or a model on a Triton server (`model` is then a triton_backend.Endpoint)."""
     from dualkd_edge.detector import Detector
+
+    if isinstance(model, Path):
+        return Detector.load(model, threshold, load)
+    from dualkd_edge.runtime.triton_backend import TritonBackend
+
+    return Detector(TritonBackend(model), threshold, f"triton:{model}")
+
+
+def run_infer(model, source: str, opts, load, threshold: float | None = None) -> int:
+    """Exit code: 0, or 1 when a source failed or a stream was lost for good. `load`: LoadOptions;
+    `model`: a Path, or a Triton endpoint."""
     from dualkd_edge.stream.pipeline import StreamRunner
     from dualkd_edge.stream.sources import parse_source
 
@@ -45,12 +56,18 @@ def run_infer(model: Path, source: str, opts, load, threshold: float | None = No
     if threshold is not None and not 0 <= threshold <= 1:
         raise UserError(f"--threshold: expected a probability in [0, 1], got {threshold}")
     specs = parse_source(source)
-    with Detector.load(model, threshold, load) as det:
+    with open_detector(model, load, threshold) as det:
         runner = StreamRunner(det, specs, opts)
         with stop_on_signals(runner.request_stop):
             summary = runner.run()
-    print(summary.format())
+        record = summary.to_dict()
+        print(summary.format())
+        if hasattr(det.backend, "server_report"):  # Triton: where the inference time went
+            from dualkd_edge.runtime.triton_backend import format_server_report
+
+            record["triton"] = det.backend.server_report()
+            print(format_server_report(record["triton"]))
     if opts.out is not None:
-        write_json_atomic(opts.out / "summary.json", summary.to_dict())
+        write_json_atomic(opts.out / "summary.json", record)
         print(f"summary written to {opts.out / 'summary.json'}")
     return 1 if summary.errors else 0

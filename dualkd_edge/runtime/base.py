@@ -59,6 +59,11 @@ class Backend(ABC):
         self.last_timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return out
 
+    def stage_timings(self) -> dict[str, float]:
+        """The last call's stages (`bench` reads them between timed calls; a remote backend may ask
+        its server here, outside the timed call)."""
+        return self.last_timings
+
     def describe(self) -> str:
         return self.name
 

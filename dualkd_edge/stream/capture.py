@@ -91,9 +91,11 @@ class CaptureWorker(threading.Thread):
         self.queue: queue.Queue[Frame] = queue.Queue(maxsize=1 if spec.live else queue_size)
         self.finished = threading.Event()
         self.fps: float | None = None
+        self.last_delivery: float | None = None  # perf_counter() of the last frame handed over
 
     # -- delivery -------------------------------------------------------------------------------
     def _deliver(self, frame: Frame) -> None:
+        self.last_delivery = frame.t_ready
         if self.spec.live:
             while True:
                 try:

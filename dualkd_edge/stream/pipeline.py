@@ -8,7 +8,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from dualkd_edge.stream.summary import STAGES, StreamSummary, stage_stats
 
 log = logging.getLogger("dualkd_edge")
 
+STALL_S = 0.5  # a live source silent this long is not waited for when batching
+
 
 @dataclass
 class StreamOptions:
@@ -32,6 +34,9 @@ class StreamOptions:
     save_masks: bool = False  # binary defect masks beside the saved images
     show: bool = False
     batch: int = 1
+    # Live batching (nvstreammux's idea): a batch waits for the other sources' frames at most this
+    # long after its first frame; sources silent for STALL_S are not waited for at all.
+    batch_timeout_ms: float = 33.0
     max_frames: int | None = None
     fps_limit: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -39,6 +44,8 @@ class StreamOptions:
     def validate(self) -> None:
         if self.batch < 1:
             raise UserError(f"--batch: must be >= 1, got {self.batch}")
+        if self.batch_timeout_ms < 0:
+            raise UserError(f"--batch-timeout-ms: must be >= 0, got {self.batch_timeout_ms}")
         if self.max_frames is not None and self.max_frames < 1:
             raise UserError(f"--max-frames: must be >= 1, got {self.max_frames}")
         if self.fps_limit is not None and self.fps_limit <= 0:
@@ -108,33 +115,64 @@ class StreamRunner:
         self.frames = self.anomalies = 0
         self._fps = FpsMeter()
         self._rr = 0
+        self.batch_sizes: Counter[int] = Counter()  # inference calls per number of frames
+        self.batch_timeouts = 0  # batches sent before every delivering source had a frame in them
 
     def request_stop(self) -> None:
         """Finish the frames in flight, then stop (what Ctrl-C / SIGTERM do in `infer`)."""
         self.interrupted = True
         self.stop.set()
 
-    def _next_batch(self, workers: list[CaptureWorker]) -> list[tuple[CaptureWorker, Frame]]:
-        """Round-robin over the sources; wait for the first frame, then take what is ready."""
-        batch: list[tuple[CaptureWorker, Frame]] = []
-        while not batch:
-            if self.stop.is_set():
-                return batch
-            active = False
-            for k in range(len(workers)):
-                w = workers[(self._rr + k) % len(workers)]
+    def _take_ready(self, workers: list[CaptureWorker], batch: list[tuple[CaptureWorker, Frame]]) -> None:
+        """Add what is ready, round-robin from a rotating start: the newest frame of each live
+        source not yet in the batch, the next frames of files, until the batch is full."""
+        in_batch = {w.index for w, _ in batch}
+        for k in range(len(workers)):
+            w = workers[(self._rr + k) % len(workers)]
+            while len(batch) < self.opts.batch and not (w.spec.live and w.index in in_batch):
                 try:
                     batch.append((w, w.queue.get_nowait()))
                 except queue.Empty:
-                    active = active or not w.finished.is_set()
-                    continue
-                if len(batch) >= self.opts.batch:
                     break
-            if not batch:
-                if not active and all(w.queue.empty() for w in workers):
-                    return batch
-                time.sleep(0.002)
+                in_batch.add(w.index)
+            if len(batch) >= self.opts.batch:
+                return
+
+    @staticmethod
+    def _worth_waiting_for(w: CaptureWorker, in_batch: set[int], now: float) -> bool:
+        """A source that should deliver soon: not finished, and (live) not yet in the batch and
+        delivering (a frame within STALL_S); a dead or stalled camera is not waited for."""
+        if w.finished.is_set():
+            return False
+        if not w.spec.live:
+            return True
+        return w.index not in in_batch and w.last_delivery is not None and now - w.last_delivery < STALL_S
+
+    def _next_batch(self, workers: list[CaptureWorker]) -> list[tuple[CaptureWorker, Frame]]:
+        """Up to `batch` frames for one inference call (at most one per live source: its newest).
+        Waits for the first frame; then until the batch is full, no delivering source is missing,
+        or `batch_timeout_ms` has passed since the first frame was taken."""
+        batch: list[tuple[CaptureWorker, Frame]] = []
+        deadline = None
+        while not self.stop.is_set():
+            self._take_ready(workers, batch)
+            now = time.perf_counter()
+            if len(batch) >= self.opts.batch:
+                break
+            if batch:
+                deadline = deadline or now + self.opts.batch_timeout_ms / 1e3
+                in_batch = {w.index for w, _ in batch}
+                if not any(self._worth_waiting_for(w, in_batch, now) for w in workers):
+                    break
+                if now >= deadline:
+                    self.batch_timeouts += 1
+                    break
+            elif all(w.finished.is_set() and w.queue.empty() for w in workers):
+                break
+            time.sleep(0.002)
         self._rr += 1
+        if batch:
+            self.batch_sizes[len(batch)] += 1
         return batch
 
     def _score(self, batch: list[tuple[CaptureWorker, Frame]]) -> list[FrameResult]:
@@ -210,4 +248,5 @@ class StreamRunner:
             reasons = "; ".join(e for s in stats for e in s.errors) or "no source could be opened"
             raise UserError(f"SOURCE: {reasons}")
         return StreamSummary(self.frames, self.anomalies, time.perf_counter() - t_begin, stats,
-                             {k: stage_stats(v) for k, v in self.latencies.items()}, self.interrupted, outputs)
+                             {k: stage_stats(v) for k, v in self.latencies.items()}, self.interrupted, outputs,
+                             dict(sorted(self.batch_sizes.items())), self.batch_timeouts)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dualkd_edge.bench.stats import latency_stats
 from dualkd_edge.stream.capture import SourceStats
@@ -29,6 +29,8 @@ class StreamSummary:
     stages: dict[str, dict[str, float]]
     interrupted: bool
     outputs: list[str]
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # inference calls per number of frames
+    batch_timeouts: int = 0  # batches cut short by --batch-timeout-ms
 
     @property
     def fps(self) -> float:
@@ -46,6 +48,7 @@ class StreamSummary:
             "skipped_files": sum(s.skipped_files for s in self.sources),
             "reconnects": sum(s.reconnects for s in self.sources),
             "sources": [vars(s) for s in self.sources], "latency_ms": self.stages, "outputs": self.outputs,
+            "batches": {"sizes": {str(k): v for k, v in self.batch_sizes.items()}, "timed_out": self.batch_timeouts},
         }
 
     def format(self) -> str:
@@ -54,6 +57,10 @@ class StreamSummary:
                  f"corrupted {d['corrupted']}  skipped files {d['skipped_files']}  reconnects {d['reconnects']}  "
                  f"errors {len(d['errors'])}  {d['fps']:.1f} FPS over {d['seconds']:.1f} s"
                  + ("  (interrupted)" if d["interrupted"] else "")]
+        if any(size > 1 for size in self.batch_sizes):
+            sizes = ", ".join(f"{n} x {size}" for size, n in sorted(self.batch_sizes.items(), reverse=True))
+            lines.append(f"inference calls: {sum(self.batch_sizes.values())} ({sizes} frames), "
+                         f"{self.batch_timeouts} sent at the batch time-out")
         rows = [[stage.replace("_ms", ""), s.get("mean"), s.get("p50"), s.get("p99"), s.get("max")]
                 for stage, s in d["latency_ms"].items() if s]
         if rows:

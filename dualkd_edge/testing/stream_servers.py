@@ -35,10 +35,14 @@ def demo_frames(n: int = 30) -> list[bytes]:
 class MjpegServer:
     """multipart/x-mixed-replace JPEG stream at `fps`, as IP cameras serve it."""
 
-    def __init__(self, port: int | None = None, fps: float = 30.0, max_seconds: float = 60.0) -> None:
+    def __init__(self, port: int | None = None, fps: float = 30.0, max_seconds: float = 60.0,
+                 stall_after: int | None = None) -> None:
         self.port = port or free_port()
         self.fps = fps
         self.max_seconds = max_seconds
+        # A camera that hangs: after this many frames per connection it sends nothing more but
+        # keeps the connection open (until max_seconds), as a frozen encoder does.
+        self.stall_after = stall_after
         self.frames = demo_frames()
         self.sent = 0
         self.httpd: ThreadingHTTPServer | None = None
@@ -62,6 +66,9 @@ class MjpegServer:
                 i = 0
                 try:
                     while time.monotonic() < t_end and server.httpd is not None:
+                        if server.stall_after is not None and i >= server.stall_after:
+                            time.sleep(0.05)
+                            continue
                         jpg = server.frames[i % len(server.frames)]
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                          + f"Content-Length: {len(jpg)}\r\n\r\n".encode() + jpg + b"\r\n")

@@ -34,6 +34,18 @@ from dualkd_edge.presets import Preset, get_preset
 from dualkd_edge.progress import Progress
 from dualkd_edge.runtime.torch_backend import resolve_device
 from dualkd_edge.train.calibrate import calibrate, teacher_class_token_mean
+from dualkd_edge.train.distributed import (
+    barrier,
+    backend_name,
+    broadcast_from_main,
+    context_from_env,
+    device_for,
+    init_group,
+    leave_group,
+    mean_over_ranks,
+    quiet_other_ranks,
+    shard,
+)
 from dualkd_edge.train.images import load_training_images
 from dualkd_edge.train.losses import (
     easy_share_at,
@@ -84,6 +96,7 @@ class TrainConfig:
     hard_mining_ramp_steps: int | None = None  # None: the preset's; clipped to the run's length
     beta: float = 3.0
     progress: bool = True
+    nproc: int = 1  # data-parallel processes (`launch`); torchrun sets its own group instead
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "hard_mining_ramp_steps"):
@@ -97,6 +110,14 @@ class TrainConfig:
             raise UserError(f"--holdout: must be in [0, 1), got {self.holdout_fraction}")
         if self.max_time is not None and self.max_time <= 0:
             raise UserError(f"--max-time: must be > 0 seconds, got {self.max_time}")
+        if self.nproc < 1:
+            raise UserError(f"--nproc: must be >= 1, got {self.nproc}")
+
+    def check_split(self, world: int) -> None:
+        """The global batch is cut into equal shards, one per process."""
+        if self.batch_size % world:
+            raise UserError(f"--batch-size: {self.batch_size} images cannot be split evenly over {world} processes; "
+                            f"use a multiple of {world}")
 
 
 @dataclass
@@ -109,7 +130,7 @@ class TrainResult:
 
 
 def _autocast(device: str) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
-    if device != "cuda":
+    if not device.startswith("cuda"):
         return contextlib.nullcontext(), None
     if torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16), None
@@ -184,9 +205,13 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         cfg.validate()
         self.cfg = cfg
+        self.dist = context_from_env()
+        quiet_other_ranks(self.dist)
+        cfg.check_split(self.dist.world)
         self.out = Path(cfg.out)
         self.preset, self.total = planned_run(cfg, self.out)
-        self.device = resolve_device(cfg.device)
+        self.device = device_for(self.dist, resolve_device(cfg.device))
+        self.owns_group = init_group(self.dist, self.device)
         torch.manual_seed(cfg.seed)
         self.data = load_training_images(cfg.data, self.preset.input_spec(), cfg.holdout_fraction, cfg.seed)
         cats = len(self.data.summary["categories"])
@@ -206,6 +231,15 @@ class Trainer:
         self.autocast, self.scaler = _autocast(self.device)
         self.ramp = cfg.hard_mining_ramp_steps or self.preset.hard_mining_ramp_steps
         self.losses: dict = {}
+        self.forward = self.model
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Gradients are averaged over the processes in backward(); the weights start as rank 0's.
+            self.forward = DistributedDataParallel(self.model, device_ids=[self.dist.local_rank]
+                                                   if self.device.startswith("cuda") else None)
+            # Dropout draws its own noise per process (the same seed would repeat one mask per shard).
+            torch.manual_seed(cfg.seed * 1000 + self.start_step * 10 + self.dist.rank + 1)
 
     def _build_model(self) -> dict | None:
         """A new model (teacher weights, class-token centre) or the resumed one; its train state."""
@@ -235,6 +269,8 @@ class Trainer:
             training={
                 "finished": finished, "step": step, "steps": self.total, "batch_size": cfg.batch_size,
                 "lr": cfg.lr, "seed": cfg.seed, "device": self.device, "seconds": round(seconds, 1),
+                "processes": self.dist.world, "batch_per_process": cfg.batch_size // self.dist.world,
+                "process_group": backend_name(),
                 "objective": {"tau_local": cfg.tau_local, "tau_semantic": cfg.tau_semantic},
                 "optimizer": {"name": "StableAdamW (torch-optimi)", "betas": list(BETAS),
                               **{k: asdict(r) for k, r in self.recipes.items()}},
@@ -249,10 +285,10 @@ class Trainer:
         """One optimisation step of both students (the Noisy-OR objective)."""
         cfg, preset = self.cfg, self.preset
         set_learning_rates(self.optimizer, step, self.total, self.recipes)
-        idx = _batch_indices(len(self.data.train), cfg.batch_size, cfg.seed, step)
+        idx = shard(_batch_indices(len(self.data.train), cfg.batch_size, cfg.seed, step), self.dist)
         x = torch.from_numpy(normalize_nhwc_bgr(self.data.train[idx], preset.mean, preset.std)).to(self.device)
         with self.autocast:
-            outs = self.model(x)
+            outs = self.forward(x)
             easy = easy_share_at(step, min(self.ramp, self.total), cfg.easy_share_final)
             d_local = local_distillation_loss([t.float() for t in outs.teacher_groups],
                                               [s.float() for s in outs.student_groups], easy)
@@ -271,12 +307,14 @@ class Trainer:
             loss.backward()
             clip_each_student(self.model, self.recipes)
             self.optimizer.step()
-        self.losses = {"loss": loss.item(), "local": d_local.item(), "semantic": d_sem.item()}
+        self.losses = mean_over_ranks({"loss": loss.item(), "local": d_local.item(), "semantic": d_sem.item()},
+                                      self.device)
 
     def run(self) -> TrainResult:
         cfg = self.cfg
         uncalibrated = Calibration(BranchCalibration(0.0, 1.0), BranchCalibration(0.0, 1.0), cfg.beta, 0)
-        progress = Progress(self.total, "train", "step", start=self.start_step, enabled=cfg.progress)
+        main = self.dist.is_main
+        progress = Progress(self.total, "train", "step", start=self.start_step, enabled=cfg.progress and main)
         budget = TimeBudget(cfg.max_time, self.start_step)
         planned, step = self.total, self.start_step
         try:
@@ -285,27 +323,42 @@ class Trainer:
                 step += 1
                 progress.update(1, " ".join(f"{k} {v:.4f}" for k, v in self.losses.items()))
                 fitted = budget.refit(step, planned)
+                if cfg.max_time and self.dist.active:
+                    fitted = broadcast_from_main(fitted)  # every process stops at rank 0's step
                 if fitted is not None:
                     self.total = progress.total = fitted
                     self.recipes = _recipes(cfg, self.total)  # warm-up lengths follow the fitted schedule
-                if step % cfg.checkpoint_every == 0 and step < self.total:
+                if main and step % cfg.checkpoint_every == 0 and step < self.total:
                     _checkpoint(self.out, self.model, self.optimizer, step,
                                 self.metadata(uncalibrated, step, False, time.perf_counter() - budget.t0))
         finally:
             progress.close()
         self.model.eval()
+        calibration = self._calibrate() if main else uncalibrated
+        seconds = time.perf_counter() - budget.t0
+        if main:
+            _checkpoint(self.out, self.model, self.optimizer, step, self.metadata(calibration, step, True, seconds))
+        barrier()  # the run is on disk before any process returns
+        return TrainResult(self.out, step, seconds, self.losses, calibration)
+
+    def _calibrate(self) -> Calibration:
         holdout = self.data.holdout
         if len(holdout) == 0:
             log.warning("too few images for a held-out split: calibrating on training images")
             holdout = self.data.train
-        calibration = calibrate(self.model, holdout, cfg.beta)
-        seconds = time.perf_counter() - budget.t0
-        _checkpoint(self.out, self.model, self.optimizer, step, self.metadata(calibration, step, True, seconds))
-        return TrainResult(self.out, step, seconds, self.losses, calibration)
+        return calibrate(self.model, holdout, self.cfg.beta)
+
+    def close(self) -> None:
+        leave_group(self.owns_group)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    return Trainer(cfg).run()
+    """One process trains; under torchrun (or `launch`) this process trains its share."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
 
 
 def _checkpoint(out: Path, model: DualStudentModel, optimizer: torch.optim.Optimizer, step: int,

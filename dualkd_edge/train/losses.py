@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from dualkd_edge.train.distributed import global_quantile
+
 
 class _ScaleGrad(torch.autograd.Function):
     """Identity forward; multiplies the incoming gradient element-wise by `scale`."""
@@ -27,7 +29,8 @@ def loose_cosine_loss(teacher: torch.Tensor, student: torch.Tensor, easy_share: 
     if easy_share > 0:
         with torch.no_grad():
             token_dist = 1.0 - F.cosine_similarity(teacher, student, dim=-1)  # (B, N)
-            threshold = torch.quantile(token_dist.flatten().float(), easy_share)
+            # over the whole global batch when it is split over processes (train/distributed.py)
+            threshold = global_quantile(token_dist.flatten().float(), easy_share)
             scale = torch.where(token_dist < threshold, easy_grad_factor, 1.0).unsqueeze(-1).to(student.dtype)
         student = _ScaleGrad.apply(student, scale)
     return (1.0 - F.cosine_similarity(teacher.flatten(1), student.flatten(1), dim=1)).mean()

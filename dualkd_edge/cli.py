@@ -247,22 +247,31 @@ def infer(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
     fps_limit: Optional[float] = typer.Option(None, "--fps-limit", help="process at most this many frames per second"),
     retries: int = typer.Option(5, "--retries", help="reconnection attempts for a lost live stream"),
+    decoder: str = typer.Option("opencv", "--decoder", help="rtsp:// URLs: opencv (FFmpeg) | gstreamer (nvv4l2decoder on a Jetson, else avdec_h264); pipelines always run in GStreamer"),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="mqtt[s]://[user:pw@]HOST[:PORT]/TOPIC: one JSON message per decision (QoS 1), retained TOPIC/status"),
+    mqtt_only_ng: bool = typer.Option(False, "--mqtt-only-ng", help="publish NG decisions only"),
+    modbus: Optional[str] = typer.Option(None, "--modbus", help="HOST:PORT[/UNIT]: write each decision to a PLC (coil 0 = NG, registers 0-2 = score x 1000, counter, source)"),
+    webhook: Optional[str] = typer.Option(None, "--webhook", help="URL: POST each NG decision as JSON, retried with backoff"),
+    http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: operator dashboard, /metrics (Prometheus), /healthz, /api/summary (default host 127.0.0.1)"),
     providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
     device: str = Device,
     onnx: Optional[Path] = EngineOnnx,
     cuda_graph: bool = CudaGraph,
 ) -> None:
-    """Run the model on cameras, streams, videos or folders: JSONL, overlays, per-stage latency."""
+    """Run the model on cameras, streams, videos or folders: JSONL, overlays, per-stage latency; decisions
+    to the line (MQTT, Modbus TCP, webhook) and a live dashboard."""
     from dualkd_edge.artifacts import LoadOptions
     from dualkd_edge.commands.infer_cmd import run_infer
     from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.stream.line_outputs import LineOptions
     from dualkd_edge.stream.pipeline import StreamOptions
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
                          show=show, batch=batch, max_frames=max_frames, fps_limit=fps_limit,
-                         retry=RetryPolicy(max_retries=retries))
+                         retry=RetryPolicy(max_retries=retries), decoder=decoder)
+    line = LineOptions(mqtt=mqtt, mqtt_only_ng=mqtt_only_ng, modbus=modbus, webhook=webhook, http=http)
     load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
-    raise typer.Exit(run_infer(model, source, opts, load, threshold))
+    raise typer.Exit(run_infer(model, source, opts, load, threshold, line))
 
 
 @app.command()

@@ -35,18 +35,31 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_infer(model: Path, source: str, opts, load, threshold: float | None = None) -> int:
-    """Exit code: 0, or 1 when a source failed or a stream was lost for good. `load`: LoadOptions."""
+def run_infer(model: Path, source: str, opts, load, threshold: float | None = None, line=None) -> int:
+    """Exit code: 0, or 1 when a source failed or a stream was lost for good. `load`: LoadOptions;
+    `line`: LineOptions (MQTT, Modbus, webhook, dashboard)."""
     from dualkd_edge.detector import Detector
+    from dualkd_edge.stream.line_outputs import LineOptions
     from dualkd_edge.stream.pipeline import StreamRunner
     from dualkd_edge.stream.sources import parse_source
 
+    line = line or LineOptions()
     opts.validate()
+    line.validate()
     if threshold is not None and not 0 <= threshold <= 1:
         raise UserError(f"--threshold: expected a probability in [0, 1], got {threshold}")
     specs = parse_source(source)
     with Detector.load(model, threshold, load) as det:
-        runner = StreamRunner(det, specs, opts)
+        line_sinks = line.open_sinks(det.name, det.threshold)
+        try:
+            runner = StreamRunner(det, specs, opts, opts.sinks() + line_sinks)
+        except BaseException:
+            for sink in line_sinks:
+                sink.close()
+            raise
+        for sink in line_sinks:
+            if hasattr(sink, "bind"):  # the dashboard shows the capture threads' and the other sinks' counts
+                sink.bind(runner)
         with stop_on_signals(runner.request_stop):
             summary = runner.run()
     print(summary.format())

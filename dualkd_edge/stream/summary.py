@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dualkd_edge.bench.stats import latency_stats
 from dualkd_edge.stream.capture import SourceStats
@@ -29,6 +29,7 @@ class StreamSummary:
     stages: dict[str, dict[str, float]]
     interrupted: bool
     outputs: list[str]
+    deliveries: list = field(default_factory=list)  # DeliveryStats of the line-side sinks
 
     @property
     def fps(self) -> float:
@@ -46,6 +47,7 @@ class StreamSummary:
             "skipped_files": sum(s.skipped_files for s in self.sources),
             "reconnects": sum(s.reconnects for s in self.sources),
             "sources": [vars(s) for s in self.sources], "latency_ms": self.stages, "outputs": self.outputs,
+            "deliveries": [d.to_dict() for d in self.deliveries],
         }
 
     def format(self) -> str:
@@ -58,5 +60,6 @@ class StreamSummary:
                 for stage, s in d["latency_ms"].items() if s]
         if rows:
             lines.append(text_table(["stage (ms)", "mean", "p50", "p99", "max"], rows))
+        lines += [d.format() for d in self.deliveries]
         lines += [f"error: {e}" for e in d["errors"]]
         return "\n".join(lines)

@@ -313,6 +313,13 @@ def main() -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        if exc.name != "cv2":
+            raise
+        # Not a base dependency on aarch64 Linux, where a Jetson's OpenCV comes with JetPack (pyproject.toml).
+        print("error: OpenCV (cv2) is not installed: on a Jetson use JetPack's (python3-opencv; a venv made with "
+              "--system-site-packages sees it), elsewhere pip install 'dualkd-edge[opencv]'", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -37,11 +37,11 @@ MAX_VIDEO_CLIENTS = 8  # each MJPEG viewer holds a thread; encoding is shared
 
 
 def parse_bind(text: str) -> tuple[str, int]:
-    """HOST:PORT, :PORT or PORT (then 127.0.0.1); [::1]:PORT for IPv6."""
+    """HOST:PORT, :PORT or PORT (then 127.0.0.1); [::1]:PORT for IPv6; port 0: any free one (logged)."""
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = "", text
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isdigit() or not 0 <= int(port) < 65536:
         raise UserError(f"--http: expected HOST:PORT or PORT (e.g. 127.0.0.1:8080), got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 

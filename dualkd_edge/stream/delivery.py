@@ -59,7 +59,7 @@ class QueuedSink(Sink):
     receiver acknowledged it, False when it failed (an exception counts as failed too), None when a
     client library took it and counts the acknowledgement itself)."""
 
-    def __init__(self, sink: str, target: str, queue_size: int = 256, drain_seconds: float = 5.0) -> None:
+    def __init__(self, sink: str, target: str, queue_size: int = 256, drain_seconds: float = 3.0) -> None:
         self.delivery = DeliveryStats(sink, target)
         self.queue: queue.Queue[dict] = queue.Queue(maxsize=queue_size)
         self.drain_seconds = drain_seconds

@@ -148,16 +148,19 @@ def _bus_error(pipeline, timeout_ns: int = 0) -> str | None:
     return redact(f"{msg.src.get_name()}: {detail}")
 
 
-def prepare_gstreamer_source(spec: SourceSpec) -> SourceSpec:
-    """Check a pipeline before any thread starts (syntax, elements, sink) and learn whether it is
-    live: errors are UserErrors in the main thread, not a failed capture thread."""
+def prepare_gstreamer_source(spec: SourceSpec, preroll_seconds: float = 10.0) -> SourceSpec:
+    """Check a pipeline before any thread starts and learn whether it is live; mistakes are
+    UserErrors in the main thread rather than a failed capture thread. A pipeline that is not live
+    (a file, `videotestsrc`) is prerolled: its first frame must reach the appsink as BGR."""
     Gst = load_gst()
-    pipeline, _ = build_pipeline(spec.target, spec.name)
+    pipeline, sink = build_pipeline(spec.target, spec.name)
+    configure_appsink(sink, live=False)
     try:
         ret = pipeline.set_state(Gst.State.PAUSED)
+        if ret == Gst.StateChangeReturn.ASYNC:
+            ret = pipeline.get_state(int(preroll_seconds * Gst.SECOND))[0]
         if ret == Gst.StateChangeReturn.FAILURE:
-            reason = _bus_error(pipeline, Gst.SECOND) or "it cannot start"
-            raise UserError(f"SOURCE: {spec.name}: {reason}")
+            raise UserError(f"SOURCE: {spec.name}: {_bus_error(pipeline, Gst.SECOND) or 'it cannot start'}")
         return replace(spec, live=ret == Gst.StateChangeReturn.NO_PREROLL)
     finally:
         pipeline.set_state(Gst.State.NULL)

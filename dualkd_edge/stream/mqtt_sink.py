@@ -45,14 +45,14 @@ class MqttTarget:
 
 def parse_mqtt_url(url: str) -> MqttTarget:
     usage = f"--mqtt: expected mqtt[s]://[user:password@]HOST[:PORT]/TOPIC, got {redact(url)!r}"
+    if "#" in url or "+" in urlsplit(url).path:  # checked first: a URL parser takes '#' for a fragment
+        raise UserError(f"--mqtt: the topic in {redact(url)!r} has a wildcard (+ or #); messages need a plain topic")
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise UserError(usage)
     topic = parts.path.lstrip("/")
     if not topic or topic.endswith("/"):
         raise UserError(usage + " (no topic)")
-    if "+" in topic or "#" in topic:
-        raise UserError(f"--mqtt: the topic {topic!r} has a wildcard (+ or #); messages need a plain topic")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError:

@@ -8,6 +8,7 @@ process (what `ModbusServer` starts), so it can be killed like a PLC that loses 
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import signal
@@ -79,8 +80,9 @@ class MosquittoBroker(ProcessServer):
         super().__init__(port)
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/",
-                 "log_dest none"]
+        # Started as root, mosquitto would switch to the `mosquitto` user, who cannot read a test's folder.
+        lines = [f"listener {self.port} 127.0.0.1", f"user {getpass.getuser()}", "persistence true",
+                 f"persistence_location {folder}/", "log_dest none"]
         if user:
             passwords = folder / "passwords"
             passwords.write_text("")

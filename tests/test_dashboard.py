@@ -114,7 +114,7 @@ def test_healthz_turns_503_when_the_camera_stalls(dynamic_onnx):
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
     from dualkd_edge.stream.sources import parse_source
 
-    camera = MjpegServer(fps=10, max_seconds=60).start()
+    camera = MjpegServer(fps=10, max_seconds=60)  # started once the run waits for it
     dashboard = Dashboard("127.0.0.1:0", stale_after=1.0)
     health = f"{dashboard.url}healthz"
     assert _get(health)[0] == 200 and json.loads(_get(health)[2])["status"] == "starting"
@@ -125,6 +125,13 @@ def test_healthz_turns_503_when_the_camera_stalls(dynamic_onnx):
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()
         try:
+            # The camera is not up yet: the pages answer, with zero counts, while the run retries.
+            _until(lambda: runner.workers, 10)
+            time.sleep(0.5)  # a first connection attempt has failed
+            status, _, metrics = _get(f"{dashboard.url}metrics")
+            assert status == 200 and _frames_counted(metrics) == 0, metrics
+            assert json.loads(_get(health)[2])["status"] == "starting"
+            camera.start()
             _until(lambda: json.loads(_get(health)[2])["status"] == "ok", 60)
             camera.stop()
             _until(lambda: _get(health)[0] == 503, 30)

@@ -158,7 +158,7 @@ class LiveMetrics:
             family("dualkd_anomalies_total", "counter", "Frames decided NG (score >= threshold).",
                    [f"dualkd_anomalies_total{{{lb}}} {src.ng if src else 0}" for lb, src, _ in per_source])
             family("dualkd_fps", "gauge", "Frames per second over the last frames.",
-                   [f"dualkd_fps{{{lb}}} {src.fps or 0:.3f}" for lb, src, _ in per_source])
+                   [f"dualkd_fps{{{lb}}} {(src.fps if src else None) or 0:.3f}" for lb, src, _ in per_source])
             hist = [line for lb, src, _ in per_source if src for stage, h in src.stages.items()
                     for line in h.prometheus("dualkd_stage_latency_seconds", f'{lb},stage="{stage}"')]
         for metric, attr, help_text in (("dualkd_dropped_frames_total", "dropped", "Live frames dropped for newer ones."),

@@ -31,6 +31,17 @@ curl -s -o "$WORK/page.html" -w 'GET / -> %{http_code} %{content_type}\n' "http:
 grep -o '<title>[^<]*</title>' "$WORK/page.html"
 curl -s "http://127.0.0.1:$HTTPPORT/metrics" >"$WORK/metrics.txt"
 echo "GET /metrics:"; grep '^dualkd_frames_total' "$WORK/metrics.txt"
+# The operator page in headless Chromium, as an operator sees it (README: docs/dashboard.png).
+python - "$HTTPPORT" "$WORK/dashboard.png" <<'PY' || echo "no screenshot (chromium missing?)"
+import sys, time
+from dualkd_edge.testing.browser import HeadlessChromium
+with HeadlessChromium(width=1600, height=1000) as browser:
+    browser.navigate(f"http://127.0.0.1:{sys.argv[1]}/")
+    browser.wait_for("document.getElementById('live-0') && document.getElementById('live-0').naturalWidth > 0")
+    time.sleep(2)
+    browser.screenshot(sys.argv[2])
+print("screenshot:", sys.argv[2])
+PY
 wait "$INFER"; echo "infer exit status: $?"
 sleep 2
 cat "$WORK/infer.out"

@@ -14,9 +14,10 @@ treats them alike), each round a fresh `StreamRunner` on the same live 10 FPS MJ
   scraper reading /metrics and /api/summary every second (the overlay drawing and JPEG encoding then
   run in the server's threads, on the same 2 cores).
 
-`e2e` runs from the decoded frame's arrival to its last output; a live source's frame waits for no
-queue, so e2e is the frame's own work. The table gives e2e p50/p99 per set-up, the difference of the
-p50s, and the median over rounds of the per-round p50 difference (paired)."""
+`e2e` runs from the decoded frame's arrival to its last output; a live source keeps only its newest
+frame, so e2e is the frame's own work plus at most the end of the previous one. The table gives e2e
+p50/p99 per set-up, the difference of the p50s, the median over rounds of the per-round p50
+difference (paired), and the wall and CPU time the inference thread spends in the sinks' `write`."""
 
 from __future__ import annotations
 
@@ -68,8 +69,31 @@ class Viewers:
             t.join(5)
 
 
-def one_round(det, camera_url: str, setup: str, frames: int, receivers: dict) -> tuple[list[float], list[float], list]:
-    """(e2e ms per frame, output ms per frame, DeliveryStats) of one StreamRunner."""
+def timed_writes(sinks: list, wall: list[float], cpu: list[float]) -> None:
+    """Wrap each sink's `write` to record, per frame, the wall time and the inference thread's CPU
+    time spent in all of them (the CPU time leaves out waiting for the scheduler)."""
+    first, last = sinks[0], sinks[-1]
+    clock = {}
+
+    def wrap(sink):
+        write = sink.write
+
+        def timed(result):
+            if sink is first:
+                clock["wall"], clock["cpu"] = time.perf_counter(), time.thread_time()
+            write(result)
+            if sink is last:
+                wall.append((time.perf_counter() - clock["wall"]) * 1e3)
+                cpu.append((time.thread_time() - clock["cpu"]) * 1e3)
+        sink.write = timed
+
+    for sink in sinks:
+        wrap(sink)
+
+
+def one_round(det, camera_url: str, setup: str, frames: int, receivers: dict,
+              writes: tuple[list, list]) -> tuple[dict, list]:
+    """(per-stage latencies in ms per frame, DeliveryStats) of one StreamRunner."""
     from dualkd_edge.stream.line_outputs import LineOptions
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
     from dualkd_edge.stream.sources import parse_source
@@ -78,6 +102,7 @@ def one_round(det, camera_url: str, setup: str, frames: int, receivers: dict) ->
     if setup != "none":
         sinks = LineOptions(mqtt=receivers["mqtt"], modbus=receivers["modbus"], webhook=receivers["webhook"],
                             http="127.0.0.1:0").open_sinks(det.name, det.threshold)
+        timed_writes(sinks, *writes)
     runner = StreamRunner(det, parse_source(camera_url), StreamOptions(max_frames=frames), sinks=sinks)
     viewers = None
     if sinks:
@@ -89,7 +114,7 @@ def one_round(det, camera_url: str, setup: str, frames: int, receivers: dict) ->
     finally:
         if viewers is not None:
             viewers.stop()
-    return runner.latencies["e2e_ms"], runner.latencies["output_ms"], summary.deliveries
+    return runner.latencies, summary.deliveries
 
 
 def main() -> int:
@@ -105,8 +130,9 @@ def main() -> int:
     from dualkd_edge.testing.line_servers import ModbusServer, MosquittoBroker, WebhookReceiver
     from dualkd_edge.testing.stream_servers import MjpegServer
 
-    e2e = {s: [] for s in SETUPS}
-    out_ms = {s: [] for s in SETUPS}
+    stages = ("e2e_ms", "inference_ms", "output_ms")
+    lat = {s: {k: [] for k in stages} for s in SETUPS}
+    writes = {s: ([], []) for s in SETUPS}  # (wall ms, CPU ms) in the sinks' writes per frame
     paired: dict[str, list[float]] = {s: [] for s in SETUPS[1:]}
     deliveries = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,16 +145,17 @@ def main() -> int:
                      "webhook": hook.url}
         try:
             with Detector.load(args.model, threshold=0.0) as det:  # threshold 0: every frame is NG (webhook)
-                one_round(det, camera.url, "sinks", 10, receivers)  # warm-up: sessions, imports, connections
+                one_round(det, camera.url, "sinks", 10, receivers, ([], []))  # warm-up: sessions, imports, connections
                 for r in range(args.rounds):
                     order = SETUPS[r % 3:] + SETUPS[:r % 3]
                     p50 = {}
                     for setup in order:
-                        lat, out, dels = one_round(det, camera.url, setup, args.frames, receivers)
-                        e2e[setup] += lat
-                        out_ms[setup] += out
-                        deliveries += dels
-                        p50[setup] = float(np.median(lat))
+                        got, dels = one_round(det, camera.url, setup, args.frames, receivers, writes[setup])
+                        for k in stages:
+                            lat[setup][k] += got[k]
+                        if setup != "none":
+                            deliveries += dels
+                        p50[setup] = float(np.median(got["e2e_ms"]))
                     for setup in SETUPS[1:]:
                         paired[setup].append(p50[setup] - p50["none"])
                     print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{s} e2e p50 {p50[s]:.2f} ms" for s in SETUPS),
@@ -141,12 +168,15 @@ def main() -> int:
         arrived = {"webhook": len(hook.events)}
 
     rows = []
-    base = float(np.median(e2e["none"]))
+    base = {k: float(np.median(lat["none"][k])) for k in stages}
     for s in SETUPS:
-        p50, p99 = np.percentile(e2e[s], [50, 99])
-        added = "" if s == "none" else f"{p50 - base:+.2f}"
+        e2e = lat[s]["e2e_ms"]
+        p50, p99 = np.percentile(e2e, [50, 99])
+        out = float(np.median(lat[s]["output_ms"]))
+        added = "" if s == "none" else f"{p50 - base['e2e_ms']:+.2f}"
         pair = "" if s == "none" else f"{np.median(paired[s]):+.2f}"
-        rows.append(f"| {s} | {len(e2e[s])} | {p50:.2f} | {p99:.2f} | {np.median(out_ms[s]):.3f} | {added} | {pair} |")
+        rows.append(f"| {s} | {len(e2e)} | {p50:.2f} | {p99:.2f} | {np.median(lat[s]['inference_ms']):.2f} | "
+                    f"{out:.3f} | {out - base['output_ms']:+.3f} | {added} | {pair} |")
     accepted = sum(d.accepted for d in deliveries)
     delivered = sum(d.delivered for d in deliveries)
     lost = sum(d.dropped + d.failed + d.left for d in deliveries)
@@ -160,12 +190,22 @@ def main() -> int:
         f"{machine['cpu']}, {machine['cpu_cores']} cores, {machine['os']}; ONNX Runtime {machine['onnxruntime']}, "
         f"Python {platform.python_version()}. The machine was shared with other jobs (load average {load:.1f}).",
         "",
-        "| set-up | frames | e2e p50 ms | e2e p99 ms | output p50 ms | p50 added ms | paired p50 added ms (median over rounds) |",
-        "|---|---|---|---|---|---|---|",
+        "| set-up | frames | e2e p50 ms | e2e p99 ms | inference p50 ms | output p50 ms | output p50 added ms "
+        "| e2e p50 added ms | e2e p50 added ms, paired (median over rounds) |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"Deliveries over all `sinks` rounds: {delivered} of {accepted} decisions acknowledged, {lost} dropped, "
         f"failed or left at the end of a round; {arrived['webhook']} webhook events arrived.",
+        "",
+        "Time in the sinks' `write` calls per frame (inference thread): "
+        + "; ".join(f"{s}: wall p50 {np.median(writes[s][0]):.3f} ms, p90 {np.percentile(writes[s][0], 90):.3f} ms, "
+                    f"CPU p50 {np.median(writes[s][1]):.3f} ms, p90 {np.percentile(writes[s][1], 90):.3f} ms"
+                    for s in SETUPS[1:]) + ".",
+        "",
+        "`output` is the time the inference thread spends in the sinks' `write` (it adds to `e2e` one to one); "
+        "the e2e columns also catch what the sinks' threads cost the other stages (CPU and GIL), within the noise "
+        "of the machine's load.",
     ])
     print(text)
     if args.out:

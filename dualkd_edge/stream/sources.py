@@ -43,7 +43,7 @@ def parse_source(source: str) -> list[SourceSpec]:
         return [SourceSpec("camera", s, f"camera:{s}", live=True)]
     if s.lower().startswith(URL_SCHEMES):
         return [SourceSpec("url", s, redact(s), live=True)]
-    if "!" in s and not Path(s).expanduser().exists():  # liveness is learned from GStreamer (stream/gstreamer.py)
+    if " ! " in s and not Path(s).expanduser().exists():  # liveness is learned from GStreamer (stream/gstreamer.py)
         return [SourceSpec("gstreamer", s, redact(f"gstreamer:{s.split('!')[0].strip()}"), live=True)]
     path = Path(s).expanduser()
     if any(c in s for c in "*?[") and not path.exists():

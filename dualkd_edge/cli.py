@@ -267,25 +267,33 @@ def infer(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
     fps_limit: Optional[float] = typer.Option(None, "--fps-limit", help="process at most this many frames per second"),
     retries: int = typer.Option(5, "--retries", help="reconnection attempts for a lost live stream"),
+    decoder: str = typer.Option("opencv", "--decoder", help="rtsp:// URLs: opencv (FFmpeg) | gstreamer (nvv4l2decoder on a Jetson, else avdec_h264); pipelines always run in GStreamer"),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="mqtt[s]://[user:pw@]HOST[:PORT]/TOPIC: one JSON message per decision (QoS 1), retained TOPIC/status"),
+    mqtt_only_ng: bool = typer.Option(False, "--mqtt-only-ng", help="publish NG decisions only"),
+    modbus: Optional[str] = typer.Option(None, "--modbus", help="HOST:PORT[/UNIT]: write each decision to a PLC (coil 0 = NG, registers 0-2 = score x 1000, counter, source)"),
+    webhook: Optional[str] = typer.Option(None, "--webhook", help="URL: POST each NG decision as JSON, retried with backoff"),
+    http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: operator dashboard, /metrics (Prometheus), /healthz, /api/summary (default host 127.0.0.1)"),
     providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
     device: str = Device,
     onnx: Optional[Path] = EngineOnnx,
     cuda_graph: bool = CudaGraph,
     triton: Optional[str] = Triton,
 ) -> None:
-    """Run the model on cameras, streams, videos or folders: JSONL, overlays, per-stage latency."""
+    """Run the model on cameras, streams, videos or folders: JSONL, overlays, per-stage latency; decisions
+    to the line (MQTT, Modbus TCP, webhook) and a live dashboard."""
     from dualkd_edge.artifacts import LoadOptions
     from dualkd_edge.commands.infer_cmd import run_infer
     from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.stream.line_outputs import LineOptions
     from dualkd_edge.stream.pipeline import StreamOptions
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
                          show=show, batch=batch, batch_timeout_ms=batch_timeout_ms, max_frames=max_frames,
-                         fps_limit=fps_limit,
-                         retry=RetryPolicy(max_retries=retries))
+                         fps_limit=fps_limit, retry=RetryPolicy(max_retries=retries), decoder=decoder)
+    line = LineOptions(mqtt=mqtt, mqtt_only_ng=mqtt_only_ng, modbus=modbus, webhook=webhook, http=http)
     load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
     model_arg, source = model_and_source(model, source, triton)
-    raise typer.Exit(run_infer(model_arg, source, opts, load, threshold))
+    raise typer.Exit(run_infer(model_arg, source, opts, load, threshold, line))
 
 
 @app.command()
@@ -377,6 +385,13 @@ def main() -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        if exc.name != "cv2":
+            raise
+        # Not a base dependency on aarch64 Linux, where a Jetson's OpenCV comes with JetPack (pyproject.toml).
+        print("error: OpenCV (cv2) is not installed: on a Jetson use JetPack's (python3-opencv; a venv made with "
+              "--system-site-packages sees it), elsewhere pip install 'dualkd-edge[opencv]'", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -32,6 +32,24 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, input: st
                           text=True, env=full_env, timeout=timeout, input=input)
 
 
+def run_cli_without(blocked: tuple[str, ...], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess where importing `blocked` modules (and their submodules) fails, as on
+    a machine where an optional package is not installed."""
+    code = (
+        "import sys\n"
+        "class _Blocker:\n"
+        f"    blocked = {tuple(blocked)!r}\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in self.blocked:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _Blocker())\n"
+        f"sys.argv = ['dualkd-edge', *{[str(a) for a in args]!r}]\n"
+        "from dualkd_edge.cli import main\n"
+        "main()\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -46,18 +46,30 @@ def open_detector(model, load, threshold: float | None):
     return Detector(TritonBackend(model), threshold, f"triton:{model}")
 
 
-def run_infer(model, source: str, opts, load, threshold: float | None = None) -> int:
+def run_infer(model, source: str, opts, load, threshold: float | None = None, line=None) -> int:
     """Exit code: 0, or 1 when a source failed or a stream was lost for good. `load`: LoadOptions;
-    `model`: a Path, or a Triton endpoint."""
+    `model`: a Path, or a Triton endpoint; `line`: LineOptions (MQTT, Modbus, webhook, dashboard)."""
+    from dualkd_edge.stream.line_outputs import LineOptions
     from dualkd_edge.stream.pipeline import StreamRunner
     from dualkd_edge.stream.sources import parse_source
 
+    line = line or LineOptions()
     opts.validate()
+    line.validate()
     if threshold is not None and not 0 <= threshold <= 1:
         raise UserError(f"--threshold: expected a probability in [0, 1], got {threshold}")
     specs = parse_source(source)
     with open_detector(model, load, threshold) as det:
-        runner = StreamRunner(det, specs, opts)
+        line_sinks = line.open_sinks(det.name, det.threshold)
+        try:
+            runner = StreamRunner(det, specs, opts, opts.sinks() + line_sinks)
+        except BaseException:
+            for sink in line_sinks:
+                sink.close()
+            raise
+        for sink in line_sinks:
+            if hasattr(sink, "bind"):  # the dashboard shows the capture threads' and the other sinks' counts
+                sink.bind(runner)
         with stop_on_signals(runner.request_stop):
             summary = runner.run()
         record = summary.to_dict()

@@ -58,13 +58,32 @@ class RetryPolicy:
         return min(self.max_delay, self.first_delay * 2 ** (attempt - 1))
 
 
-def open_capture(spec: SourceSpec, policy: RetryPolicy):
+def prepare_source(spec: SourceSpec, decoder: str = "opencv") -> SourceSpec:
+    """The spec as the capture worker should use it, checked in the main thread before capture
+    starts: `decoder` gstreamer turns rtsp:// URLs into pipelines; pipelines are parsed, their
+    elements looked up and their liveness learned (stream/gstreamer.py)."""
+    if decoder == "gstreamer" and spec.kind == "url":
+        from dualkd_edge.stream.gstreamer import decode_with_gstreamer
+
+        spec = decode_with_gstreamer(spec)
+    if spec.kind == "gstreamer":
+        from dualkd_edge.stream.gstreamer import prepare_gstreamer_source
+
+        return prepare_gstreamer_source(spec)
+    return spec
+
+
+def open_capture(spec: SourceSpec, policy: RetryPolicy, stats: SourceStats | None = None):
+    """A cv2.VideoCapture, or for GStreamer pipelines a GstCapture (same interface); None when the
+    source cannot be opened now."""
     import cv2
 
+    if spec.kind == "gstreamer":  # through GStreamer itself: PyPI's OpenCV has no GStreamer
+        from dualkd_edge.stream.gstreamer import GstCapture
+
+        return GstCapture.open(spec, policy.open_timeout_ms, policy.read_timeout_ms, stats)
     if spec.kind == "camera":
         cap = cv2.VideoCapture(int(spec.target))
-    elif spec.kind == "gstreamer":
-        cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
     else:
         if spec.target.lower().startswith(("rtsp://", "rtsps://")) and "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ:
             # RTP over the RTSP TCP connection: no lost UDP packets (smeared frames) on busy factory
@@ -156,7 +175,7 @@ class CaptureWorker(threading.Thread):
     def _open_with_retries(self, reconnect: bool):
         attempt = 0
         while not self.stop_event.is_set():
-            cap = open_capture(self.spec, self.policy)
+            cap = open_capture(self.spec, self.policy, self.stats)
             if cap is not None:
                 return cap
             if not self.spec.reconnects:
@@ -188,6 +207,8 @@ class CaptureWorker(threading.Thread):
                 ok = cap.grab()
                 if not ok:
                     if not self.spec.reconnects:
+                        if getattr(cap, "error", None):  # a pipeline that failed rather than ended
+                            self.stats.errors.append(f"{self.spec.name}: {cap.error}")
                         return  # end of file
                     cap.release()
                     log.warning("%s: stream lost; reconnecting", self.spec.name)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
-from dualkd_edge.stream.capture import CaptureWorker, Frame, RetryPolicy
+from dualkd_edge.stream.capture import CaptureWorker, Frame, RetryPolicy, prepare_source
 from dualkd_edge.stream.results import FrameResult
 from dualkd_edge.stream.sinks import ImageSink, JsonlSink, Sink, VideoSink, WindowSink
 from dualkd_edge.stream.sources import SourceSpec
@@ -40,6 +40,7 @@ class StreamOptions:
     max_frames: int | None = None
     fps_limit: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    decoder: str = "opencv"  # rtsp:// URLs: opencv (FFmpeg) | gstreamer (stream/gstreamer.py)
 
     def validate(self) -> None:
         if self.batch < 1:
@@ -50,6 +51,8 @@ class StreamOptions:
             raise UserError(f"--max-frames: must be >= 1, got {self.max_frames}")
         if self.fps_limit is not None and self.fps_limit <= 0:
             raise UserError(f"--fps-limit: must be > 0, got {self.fps_limit}")
+        if self.decoder not in ("opencv", "gstreamer"):
+            raise UserError(f"--decoder: expected opencv or gstreamer, got {self.decoder!r}")
         if self.save_images not in ("anomalies", "all", "none"):
             raise UserError(f"--save-images: expected anomalies, all or none, got {self.save_images!r}")
         if (self.save_video or self.save_images != "none") and self.out is None:
@@ -95,7 +98,7 @@ class StreamRunner:
                  sinks: list[Sink] | None = None) -> None:
         opts.validate()
         self.det = detector
-        self.specs = specs
+        self.specs = [prepare_source(s, opts.decoder) for s in specs]
         self.opts = opts
         backend = detector.backend
         if backend.max_batch and opts.batch > backend.max_batch:
@@ -113,10 +116,15 @@ class StreamRunner:
         self.interrupted = False
         self.latencies: dict[str, list[float]] = {s: [] for s in STAGES}
         self.frames = self.anomalies = 0
+        self.workers: list[CaptureWorker] = []
         self._fps = FpsMeter()
         self._rr = 0
         self.batch_sizes: Counter[int] = Counter()  # inference calls per number of frames
         self.batch_timeouts = 0  # batches sent before every delivering source had a frame in them
+
+    def source_stats(self) -> list:
+        """The capture threads' counts (SourceStats) while the run goes on, e.g. for a dashboard."""
+        return [w.stats for w in self.workers]
 
     def request_stop(self) -> None:
         """Finish the frames in flight, then stop (what Ctrl-C / SIGTERM do in `infer`)."""
@@ -230,7 +238,7 @@ class StreamRunner:
     def run(self) -> StreamSummary:
         import cv2  # noqa: F401 - a broken OpenCV fails here, before threads start
 
-        workers = [CaptureWorker(i, s, self.stop, self.opts.retry) for i, s in enumerate(self.specs)]
+        workers = self.workers = [CaptureWorker(i, s, self.stop, self.opts.retry) for i, s in enumerate(self.specs)]
         t_begin = time.perf_counter()
         outputs: list[str] = []
         try:
@@ -249,4 +257,5 @@ class StreamRunner:
             raise UserError(f"SOURCE: {reasons}")
         return StreamSummary(self.frames, self.anomalies, time.perf_counter() - t_begin, stats,
                              {k: stage_stats(v) for k, v in self.latencies.items()}, self.interrupted, outputs,
-                             dict(sorted(self.batch_sizes.items())), self.batch_timeouts)
+                             dict(sorted(self.batch_sizes.items())), self.batch_timeouts,
+                             [s.delivery for s in self.sinks if getattr(s, "delivery", None) is not None])

@@ -23,6 +23,7 @@ class Sink:
 
     shows_pictures = False  # True: it asks results for their overlay
     stop_requested = False  # a sink may ask the run to stop (e.g. q pressed in the window)
+    delivery = None  # DeliveryStats of sinks that send decisions to other machines (delivery.py)
 
     def write(self, result: FrameResult) -> None:
         raise NotImplementedError

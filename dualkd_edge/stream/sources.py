@@ -27,7 +27,7 @@ class SourceSpec:
 
     @property
     def reconnects(self) -> bool:
-        return self.kind in ("url", "camera", "gstreamer")
+        return self.live and self.kind in ("url", "camera", "gstreamer")
 
 
 def redact(text: str) -> str:
@@ -43,8 +43,8 @@ def parse_source(source: str) -> list[SourceSpec]:
         return [SourceSpec("camera", s, f"camera:{s}", live=True)]
     if s.lower().startswith(URL_SCHEMES):
         return [SourceSpec("url", s, redact(s), live=True)]
-    if "!" in s:
-        return [SourceSpec("gstreamer", s, f"gstreamer:{s.split('!')[0].strip()}", live=True)]
+    if " ! " in s and not Path(s).expanduser().exists():  # liveness is learned from GStreamer (stream/gstreamer.py)
+        return [SourceSpec("gstreamer", s, redact(f"gstreamer:{s.split('!')[0].strip()}"), live=True)]
     path = Path(s).expanduser()
     if any(c in s for c in "*?[") and not path.exists():
         files = tuple(sorted(Path(p) for p in globlib.glob(s, recursive=True) if Path(p).is_file()))

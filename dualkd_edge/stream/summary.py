@@ -31,6 +31,7 @@ class StreamSummary:
     outputs: list[str]
     batch_sizes: dict[int, int] = field(default_factory=dict)  # inference calls per number of frames
     batch_timeouts: int = 0  # batches cut short by --batch-timeout-ms
+    deliveries: list = field(default_factory=list)  # DeliveryStats of the line-side sinks
 
     @property
     def fps(self) -> float:
@@ -49,6 +50,7 @@ class StreamSummary:
             "reconnects": sum(s.reconnects for s in self.sources),
             "sources": [vars(s) for s in self.sources], "latency_ms": self.stages, "outputs": self.outputs,
             "batches": {"sizes": {str(k): v for k, v in self.batch_sizes.items()}, "timed_out": self.batch_timeouts},
+            "deliveries": [d.to_dict() for d in self.deliveries],
         }
 
     def format(self) -> str:
@@ -65,5 +67,6 @@ class StreamSummary:
                 for stage, s in d["latency_ms"].items() if s]
         if rows:
             lines.append(text_table(["stage (ms)", "mean", "p50", "p99", "max"], rows))
+        lines += [d.format() for d in self.deliveries]
         lines += [f"error: {e}" for e in d["errors"]]
         return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""What the dashboard knows while a run goes on: per-source counters, recent latencies, per-stage
+histograms, the newest result of each source and the last NG results, and their rendering as the
+JSON summary and as Prometheus' text format. `observe` runs in the inference thread for every frame
+and only updates counters (O(1)); everything else happens when someone asks."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dualkd_edge.stream.results import FrameResult
+from dualkd_edge.stream.summary import STAGES
+
+# Histogram bounds in seconds (Prometheus' base unit): 1 ms ... 5 s.
+BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+RECENT = 300  # frames per source behind p50/p99 on the page
+FPS_WINDOW = 60
+
+
+class Histogram:
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS_S) + 1)  # the last one: above every bound
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS_S, seconds)] += 1
+        self.total += seconds
+        self.n += 1
+
+    def prometheus(self, name: str, labels: str) -> list[str]:
+        lines, cumulative = [], 0
+        for bound, count in zip(BUCKETS_S + (float("inf"),), self.counts):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}')
+        return lines + [f"{name}_sum{{{labels}}} {self.total:.6f}", f"{name}_count{{{labels}}} {self.n}"]
+
+
+@dataclass
+class SourceLive:
+    index: int
+    name: str
+    frames: int = 0
+    ng: int = 0
+    latest: FrameResult | None = None
+    latest_ng: FrameResult | None = None
+    seen_at: float = 0.0  # monotonic time of the last frame
+    e2e_ms: deque = field(default_factory=lambda: deque(maxlen=RECENT))
+    times: deque = field(default_factory=lambda: deque(maxlen=FPS_WINDOW))
+    stages: dict[str, Histogram] = field(default_factory=lambda: {s.removesuffix("_ms"): Histogram() for s in STAGES})
+
+    @property
+    def fps(self) -> float | None:
+        if len(self.times) < 2 or self.times[-1] <= self.times[0]:
+            return None
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
+def label(value: str) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class LiveMetrics:
+    def __init__(self, keep_ng: int = 8) -> None:
+        self.lock = threading.Lock()
+        self.sources: dict[int, SourceLive] = {}
+        self.ng: deque[tuple[int, FrameResult]] = deque(maxlen=keep_ng)
+        self.results = 0  # id of the newest result (counts every frame of the run)
+        self.started = time.time()
+
+    def observe(self, result: FrameResult) -> None:
+        now = time.monotonic()
+        with self.lock:
+            src = self.sources.get(result.frame.source)
+            if src is None:
+                src = self.sources[result.frame.source] = SourceLive(result.frame.source, result.source_label)
+            self.results += 1
+            src.frames += 1
+            src.ng += int(result.prediction.is_anomaly)
+            src.latest, src.seen_at = result, now
+            src.times.append(now)
+            src.e2e_ms.append(result.latency_ms.get("e2e_ms", 0.0))
+            for stage, ms in result.latency_ms.items():
+                src.stages[stage.removesuffix("_ms")].observe(ms / 1000)
+            if result.prediction.is_anomaly:
+                src.latest_ng = result
+                self.ng.append((self.results, result))
+
+    def latest(self, source: int) -> tuple[int, FrameResult | None]:
+        """(a number that changes with every new frame of the source, its newest result)."""
+        with self.lock:
+            src = self.sources.get(source)
+            return (src.frames, src.latest) if src else (0, None)
+
+    def ng_result(self, result_id: int) -> FrameResult | None:
+        with self.lock:
+            return next((r for i, r in self.ng if i == result_id), None)
+
+    def last_frame_age(self) -> float | None:
+        with self.lock:
+            seen = [s.seen_at for s in self.sources.values()]
+        return time.monotonic() - max(seen) if seen else None
+
+    def _sources(self, source_stats: list) -> list[tuple[int, str, SourceLive | None, object]]:
+        """(index, name, live counters or None before a first frame, capture stats or None) per source."""
+        with self.lock:
+            live = dict(self.sources)
+        indices = range(len(source_stats)) if source_stats else sorted(live)
+        rows = []
+        for k in indices:
+            stats = source_stats[k] if source_stats else None
+            src = live.get(k)
+            rows.append((k, getattr(stats, "name", None) or (src.name if src else str(k)), src, stats))
+        return rows
+
+    def summary(self, source_stats: list, deliveries: list) -> dict:
+        """The JSON of /api/summary: per source counts, FPS, latency, last decision; deliveries; last NGs."""
+        sources = []
+        for k, name, src, stats in self._sources(source_stats):
+            with self.lock:
+                e2e = list(src.e2e_ms) if src else []
+                fps, latest, latest_ng = (src.fps, src.latest, src.latest_ng) if src else (None, None, None)
+                frames, ng = (src.frames, src.ng) if src else (0, 0)
+            p50, p99 = np.percentile(e2e, [50, 99]).round(2).tolist() if e2e else (None, None)
+            sources.append({"index": k, "name": name, "frames": frames, "ng": ng, "ok": frames - ng,
+                            "fps": round(fps, 2) if fps else None, "e2e_ms": {"p50": p50, "p99": p99},
+                            "last": latest.record() if latest else None,
+                            "last_ng": latest_ng.record() if latest_ng else None,
+                            "dropped": getattr(stats, "dropped", 0), "reconnects": getattr(stats, "reconnects", 0),
+                            "opened": getattr(stats, "opened", src is not None), "errors": getattr(stats, "errors", [])})
+        with self.lock:
+            ng_list = [(i, r.record()) for i, r in reversed(self.ng)]
+        return {"uptime_s": round(time.time() - self.started, 1), "frames": sum(x["frames"] for x in sources),
+                "anomalies": sum(x["ng"] for x in sources), "sources": sources,
+                "deliveries": [d.to_dict() for d in deliveries],
+                "last_ng": [{"id": i, "source": r["source"], "frame": r["frame"], "score": r["score"],
+                             "timestamp": r["timestamp"], "image": f"/ng/{i}.jpg"} for i, r in ng_list]}
+
+    def prometheus(self, source_stats: list, deliveries: list, threshold: float) -> str:
+        """Prometheus' text exposition format (version 0.0.4)."""
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_text: str, samples: list[str]) -> None:
+            out.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples])
+
+        rows = self._sources(source_stats)
+        per_source = [(f'source="{label(name)}"', src, stats) for _, name, src, stats in rows]
+        with self.lock:
+            family("dualkd_frames_total", "counter", "Frames scored.",
+                   [f"dualkd_frames_total{{{lb}}} {src.frames if src else 0}" for lb, src, _ in per_source])
+            family("dualkd_anomalies_total", "counter", "Frames decided NG (score >= threshold).",
+                   [f"dualkd_anomalies_total{{{lb}}} {src.ng if src else 0}" for lb, src, _ in per_source])
+            family("dualkd_fps", "gauge", "Frames per second over the last frames.",
+                   [f"dualkd_fps{{{lb}}} {(src.fps if src else None) or 0:.3f}" for lb, src, _ in per_source])
+            hist = [line for lb, src, _ in per_source if src for stage, h in src.stages.items()
+                    for line in h.prometheus("dualkd_stage_latency_seconds", f'{lb},stage="{stage}"')]
+        for metric, attr, help_text in (("dualkd_dropped_frames_total", "dropped", "Live frames dropped for newer ones."),
+                                        ("dualkd_corrupted_frames_total", "corrupted", "Frames that could not be decoded."),
+                                        ("dualkd_reconnects_total", "reconnects", "Reconnections of a lost stream.")):
+            family(metric, "counter", help_text, [f"{metric}{{{lb}}} {getattr(stats, attr, 0)}" for lb, _, stats in per_source])
+        family("dualkd_stage_latency_seconds", "histogram",
+               "Per-frame time of each pipeline stage (decode, preprocess, inference, postprocess, output, e2e).", hist)
+        family("dualkd_threshold", "gauge", "Decision threshold on the score.", [f"dualkd_threshold {threshold}"])
+        for field_name, kind, help_text in (("accepted", "counter", "Decisions handed to a line-side sink."),
+                                            ("delivered", "counter", "Decisions the receiver acknowledged."),
+                                            ("dropped", "counter", "Decisions pushed out of a full queue."),
+                                            ("failed", "counter", "Decisions given up after the retries."),
+                                            ("reconnects", "counter", "Reconnections of a line-side sink."),
+                                            ("connected", "gauge", "1 while the sink's receiver is reachable.")):
+            name = f"dualkd_sink_{field_name}" + ("_total" if kind == "counter" else "")
+            family(name, kind, help_text, [f'{name}{{sink="{d.sink}",target="{label(d.target)}"}} '
+                                           f"{int(getattr(d, field_name))}" for d in deliveries])
+        return "\n".join(out) + "\n"

@@ -1,0 +1,147 @@
+"""`--mqtt mqtt[s]://[user:pw@]HOST[:PORT]/TOPIC`: one JSON message per decision on TOPIC (QoS 1),
+and a retained `TOPIC/status` that reads `online` while the run is connected and `offline` after it
+(the broker publishes `offline` itself, as the last will, when the run dies). paho-mqtt keeps QoS 1
+messages while the broker is away and resends them when it is back (up to `max_queued`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from dualkd_edge.errors import MissingDependencyError, UserError
+from dualkd_edge.stream.delivery import QueuedSink
+from dualkd_edge.stream.results import FrameResult
+from dualkd_edge.stream.sources import redact
+
+log = logging.getLogger("dualkd_edge")
+
+LINE_EXTRA = "pip install 'dualkd-edge[line]'"
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    tls: bool
+    host: str
+    port: int
+    topic: str
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def display(self) -> str:
+        """The URL with the credentials removed."""
+        auth = "***@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}{self.host}:{self.port}/{self.topic}"
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.topic}/status"
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    usage = f"--mqtt: expected mqtt[s]://[user:password@]HOST[:PORT]/TOPIC, got {redact(url)!r}"
+    if "#" in url or "+" in urlsplit(url).path:  # checked first: a URL parser takes '#' for a fragment
+        raise UserError(f"--mqtt: the topic in {redact(url)!r} has a wildcard (+ or #); messages need a plain topic")
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise UserError(usage)
+    topic = parts.path.lstrip("/")
+    if not topic or topic.endswith("/"):
+        raise UserError(usage + " (no topic)")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise UserError(usage + " (bad port)") from None
+    return MqttTarget(parts.scheme == "mqtts", parts.hostname, port, topic,
+                      unquote(parts.username) if parts.username else None,
+                      unquote(parts.password) if parts.password else None)
+
+
+class MqttSink(QueuedSink):
+    def __init__(self, target: MqttTarget, only_ng: bool = False, max_queued: int = 1000,
+                 queue_size: int = 256) -> None:
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise MissingDependencyError(f"--mqtt needs paho-mqtt: {LINE_EXTRA}") from None
+        super().__init__("mqtt", target.display, queue_size=queue_size)
+        self.target = target
+        self.only_ng = only_ng
+        self.mqtt = mqtt
+        self.published = 0  # decisions paho took (sent, or kept until the broker is back)
+        self.status_mids: set[int] = set()
+        self.closing = False
+        self.ever_connected = threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=f"dualkd-edge-{socket.gethostname()}-{os.getpid()}", clean_session=True)
+        client.will_set(target.status_topic, "offline", qos=1, retain=True)
+        if target.username:
+            client.username_pw_set(target.username, target.password)
+        if target.tls:
+            client.tls_set()  # the system's CA certificates
+        client.max_queued_messages_set(max_queued)
+        client.reconnect_delay_set(min_delay=1, max_delay=8)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self.client = client
+        client.connect_async(target.host, target.port, keepalive=30)
+        client.loop_start()  # paho's network thread: connects, reconnects, resends
+        self.start()
+
+    def selects(self, result: FrameResult) -> bool:
+        return result.prediction.is_anomaly or not self.only_ng
+
+    # -- paho callbacks (its network thread) -----------------------------------------------------
+    def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:
+        if reason.is_failure:
+            self.delivery.last_error = f"broker refused the connection: {reason}"
+            log.warning("mqtt %s: %s", self.target.display, self.delivery.last_error)
+            return
+        self.delivery.connected = True
+        self.status_mids.add(client.publish(self.target.status_topic, "online", qos=1, retain=True).mid)
+        if self.ever_connected.is_set():
+            self.count("reconnects")
+            log.info("mqtt %s: reconnected", self.target.display)
+        else:
+            log.info("mqtt %s: connected", self.target.display)
+        self.ever_connected.set()
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason, _props) -> None:
+        self.delivery.connected = False
+        if not self.closing:
+            self.delivery.last_error = f"connection lost: {reason}"
+            log.warning("mqtt %s: connection lost (%s); reconnecting", self.target.display, reason)
+
+    def _on_publish(self, _client, _userdata, mid, _reason, _props) -> None:
+        if mid in self.status_mids or self.closing:
+            return
+        self.count("delivered")
+
+    # -- the sink's worker thread ----------------------------------------------------------------
+    def deliver(self, record: dict) -> bool | None:
+        import json
+
+        info = self.client.publish(self.target.topic, json.dumps(record), qos=1)
+        if info.rc == self.mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.count("dropped")  # paho holds `max_queued` messages for an absent broker already
+        else:
+            self.published += 1  # only this thread writes it
+        return None  # counted when the broker acknowledges it (on_publish)
+
+    def finish(self) -> None:
+        """Wait (bounded) for the broker's acknowledgements, say `offline`, disconnect."""
+        t_end = time.monotonic() + 3.0  # also covers a broker that comes back a moment later
+        while self.delivery.delivered < self.published and time.monotonic() < t_end:
+            time.sleep(0.02)
+        self.closing = True
+        self.count("left", self.published - self.delivery.delivered)
+        if self.delivery.connected:
+            self.client.publish(self.target.status_topic, "offline", qos=1, retain=True).wait_for_publish(timeout=2)
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -182,3 +182,15 @@ def test_jetson_recipe_composes_the_commands_and_its_check_step_runs(dynamic_onn
     assert run_cli(*check[1:]).returncode == 0  # the ONNX passes the rules of the TensorRT it names
     bad = subprocess.run([str(script), "notes.txt"], capture_output=True, text=True, env=dict(os.environ, DRY_RUN="1"))
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+def test_every_command_prints_its_help_with_literal_brackets():
+    """Typer renders help text as Rich markup: `[/UNIT]` was a closing tag (a traceback) and `[s]` a
+    strike-through. Every command's help must print, and show option syntax as written."""
+    from dualkd_edge.cli import app
+
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    failed = {name: proc.stderr[-300:] for name in names if (proc := run_cli(name, "--help", timeout=120)).returncode}
+    assert not failed, failed
+    infer_help = run_cli("infer", "--help").stdout
+    assert "HOST:PORT[/UNIT]" in infer_help and "mqtt[s]://" in infer_help

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from dualkd_edge.artifacts import LoadOptions
 from dualkd_edge.bench.stats import LatencyStats
 from dualkd_edge.bench.timing import Contender, backend_contender, time_side_by_side
 from dualkd_edge.errors import UserError
+
+if TYPE_CHECKING:
+    from dualkd_edge.detector import Detector
 
 log = logging.getLogger("dualkd_edge")
 
@@ -124,7 +128,6 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
     from contextlib import ExitStack
 
     from dualkd_edge.bench.machine import describe_machine, matmul_reference
-    from dualkd_edge.detector import Detector
 
     opts.validate()
     if not models and not opts.triton:
@@ -139,33 +142,9 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
     accuracy: dict[str, dict] = {}
     with ExitStack() as stack:
         # All models stay open so that they can be timed in alternating rounds (bench/timing.py).
-        opened = []
-        for path in models:
-            det = Detector(open_for_bench(path, opts))
-            stack.callback(det.close)
-            opened.append((str(path), det, model_gmacs(path, det.meta)))
-        for endpoint in opts.triton:
-            from dualkd_edge.runtime.triton_backend import TritonBackend
-
-            det = Detector(TritonBackend(endpoint))
-            stack.callback(det.close)
-            opened.append((f"triton:{det.backend.endpoint}", det, model_gmacs(Path(endpoint), det.meta)))
+        opened = open_contenders(models, opts, stack)
         for b in opts.batches:
-            timed: list[tuple[str, Detector, float | None, Contender]] = []
-            for name, det, gmacs in opened:
-                backend = det.backend
-                if backend.max_batch is not None and b > backend.max_batch or backend.fixed_batch and b != backend.fixed_batch:
-                    results[name, b] = BenchRow(name, backend.describe(), b, None,
-                                                note=f"static batch {backend.fixed_batch}; export with --batch dynamic")
-                else:
-                    timed.append((name, det, gmacs, backend_contender(backend, b)))
-            if timed:
-                time_side_by_side([t[3] for t in timed] + [reference], opts.warmup, opts.iters, opts.min_time)
-            for name, det, gmacs, contender in timed:
-                stats, stages = contender.stats()
-                results[name, b] = BenchRow(name, det.backend.describe(), b, stats, stages,
-                                            host_stage_times(det, opts.camera_size, b), gmacs,
-                                            round_p50_ms=contender.round_p50_ms)
+            results.update(time_batch(opened, b, reference, opts))
         for name, det, _ in opened:
             if opts.source:
                 e2e[name] = end_to_end(det, opts)
@@ -183,6 +162,45 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
                                             "providers": opts.load.providers, "source": opts.source,
                                             "timing": "models and the reference matmul timed in alternating rounds"},
             "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy, "triton": servers}
+
+
+def open_contenders(models: list[Path], opts: BenchOptions, stack) -> list[tuple[str, Detector, float | None]]:
+    """(name, Detector, GMACs) of every local model and Triton endpoint, closed by `stack`."""
+    from dualkd_edge.detector import Detector
+
+    opened = []
+    for path in models:
+        det = Detector(open_for_bench(path, opts))
+        stack.callback(det.close)
+        opened.append((str(path), det, model_gmacs(path, det.meta)))
+    for endpoint in opts.triton:
+        from dualkd_edge.runtime.triton_backend import TritonBackend
+
+        det = Detector(TritonBackend(endpoint))
+        stack.callback(det.close)
+        opened.append((f"triton:{det.backend.endpoint}", det, model_gmacs(Path(endpoint), det.meta)))
+    return opened
+
+
+def time_batch(opened, b: int, reference, opts: BenchOptions) -> dict[tuple[str, int], BenchRow]:
+    """Time every model that takes batch `b` side by side with the reference matmul."""
+    results: dict[tuple[str, int], BenchRow] = {}
+    timed = []
+    for name, det, gmacs in opened:
+        backend = det.backend
+        if backend.max_batch is not None and b > backend.max_batch or backend.fixed_batch and b != backend.fixed_batch:
+            results[name, b] = BenchRow(name, backend.describe(), b, None,
+                                        note=f"static batch {backend.fixed_batch}; export with --batch dynamic")
+        else:
+            timed.append((name, det, gmacs, backend_contender(backend, b)))
+    if timed:
+        time_side_by_side([t[3] for t in timed] + [reference], opts.warmup, opts.iters, opts.min_time)
+    for name, det, gmacs, contender in timed:
+        stats, stages = contender.stats()
+        results[name, b] = BenchRow(name, det.backend.describe(), b, stats, stages,
+                                    host_stage_times(det, opts.camera_size, b), gmacs,
+                                    round_p50_ms=contender.round_p50_ms)
+    return results
 
 
 def end_to_end(detector, opts: BenchOptions) -> dict:

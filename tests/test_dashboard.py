@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from dualkd_edge.testing.browser import HeadlessChromium, chromium_binary
-from dualkd_edge.testing.line_servers import wait_for_port
+from dualkd_edge.testing.line_servers import ModbusServer, wait_for_port
 from dualkd_edge.testing.stream_servers import MjpegServer, free_port, write_video
 
 needs_chromium = pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (.ci/run installs it)")
@@ -49,11 +49,14 @@ def _until(predicate, seconds: float, poll: float = 0.2):
 
 @needs_chromium
 def test_operator_page_updates_live_in_a_browser(dynamic_onnx, tmp_path):
+    pytest.importorskip("pymodbus")
     camera = MjpegServer(fps=10, max_seconds=120).start()
+    plc = ModbusServer(tmp_path / "plc.jsonl").start()  # so the page has deliveries to show
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     run = subprocess.Popen([sys.executable, "-m", "dualkd_edge.cli", "infer", str(dynamic_onnx), camera.url,
-                            "--http", f"127.0.0.1:{port}", "--out", str(tmp_path / "o")],
+                            "--http", f"127.0.0.1:{port}", "--modbus", f"127.0.0.1:{plc.port}",
+                            "--out", str(tmp_path / "o")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_port(port, seconds=60, proc=run)
@@ -84,10 +87,15 @@ def test_operator_page_updates_live_in_a_browser(dynamic_onnx, tmp_path):
             size = browser.evaluate("parseFloat(getComputedStyle(document.getElementById('word-0')).fontSize)")
             assert size >= 80, size
             assert browser.evaluate("document.getElementById('conn').textContent") == "live"
+            deliveries = browser.wait_for("document.getElementById('deliveries').textContent")
+            assert deliveries.startswith(f"modbus 127.0.0.1:{plc.port}/1"), deliveries
             png = browser.screenshot(tmp_path / "dashboard.png")
             assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
 
-        assert _frames_counted(_get(f"{base}/metrics")[2]) > first
+        metrics = _get(f"{base}/metrics")[2]
+        assert _frames_counted(metrics) > first
+        assert re.search(rf'^dualkd_sink_delivered_total{{sink="modbus",target="127.0.0.1:{plc.port}/1"}} [1-9]',
+                         metrics, re.M), metrics
         summary = json.loads(_get(f"{base}/api/summary")[2])
         assert summary["model"] and summary["sources"][0]["name"] == camera.url
         assert summary["sources"][0]["e2e_ms"]["p50"] > 0
@@ -99,6 +107,7 @@ def test_operator_page_updates_live_in_a_browser(dynamic_onnx, tmp_path):
             if run.poll() is None:
                 run.kill()
             camera.stop()
+            plc.stop(kill=True)
     assert run.returncode == 0, err
     assert "frames" in out
 

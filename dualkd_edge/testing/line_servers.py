@@ -15,12 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from dualkd_edge.testing.stream_servers import free_port
+from dualkd_edge.testing.stream_servers import LoopbackHttpServer, free_port
 
 
 def wait_for_port(port: int, seconds: float = 10.0, proc: subprocess.Popen | None = None) -> None:
@@ -135,7 +134,7 @@ def serve_modbus(port: int, log: Path) -> None:
     StartTcpServer(context=context, address=("127.0.0.1", port), trace_pdu=trace)
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackHttpServer):
     """An HTTP server that stores the JSON bodies POSTed to it; `fail_with` makes it answer that
     status instead (a receiver in trouble)."""
 
@@ -144,7 +143,7 @@ class WebhookReceiver:
         self.events: list[dict] = []
         self.authorizations: list[str | None] = []
         self.fail_with: int | None = None
-        self.httpd: ThreadingHTTPServer | None = None
+        self.httpd = None
 
     @property
     def url(self) -> str:
@@ -169,17 +168,8 @@ class WebhookReceiver:
                 self.send_response(204)
                 self.end_headers()
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            httpd, self.httpd = self.httpd, None
-            httpd.shutdown()
-            httpd.server_close()
 
 
 if __name__ == "__main__":

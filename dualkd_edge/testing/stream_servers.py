@@ -22,6 +22,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class LoopbackHttpServer:
+    """A threaded HTTP server on 127.0.0.1:`port` that can be stopped and started again on the same
+    port (a camera or receiver that goes away); subclasses give the handler class to `serve`."""
+
+    port: int
+    httpd: ThreadingHTTPServer | None = None
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            httpd, self.httpd = self.httpd, None
+            httpd.shutdown()
+            httpd.server_close()
+
+
 def demo_frames(n: int = 30) -> list[bytes]:
     from dualkd_edge.data.synth import render_part
 
@@ -32,7 +52,7 @@ def demo_frames(n: int = 30) -> list[bytes]:
     return frames
 
 
-class MjpegServer:
+class MjpegServer(LoopbackHttpServer):
     """multipart/x-mixed-replace JPEG stream at `fps`, as IP cameras serve it."""
 
     def __init__(self, port: int | None = None, fps: float = 30.0, max_seconds: float = 60.0,
@@ -78,17 +98,8 @@ class MjpegServer:
                 except (BrokenPipeError, ConnectionResetError, OSError):
                     pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            httpd, self.httpd = self.httpd, None
-            httpd.shutdown()
-            httpd.server_close()
 
 
 class RtspServer:

@@ -59,10 +59,10 @@ def train(
     from dualkd_edge.commands.train_cmd import run
     from dualkd_edge.train.loop import TrainConfig
 
-    run(TrainConfig(data=list(data), out=out, preset=preset, weights=weights, steps=steps, batch_size=batch_size,
+    raise typer.Exit(run(TrainConfig(data=list(data), out=out, preset=preset, weights=weights, steps=steps, batch_size=batch_size,
                     lr=lr, ee_lr=ee_lr, semantic_centring=semantic_centring, device=device, seed=seed, resume=resume,
                     checkpoint_every=checkpoint_every, max_time=max_time, holdout_fraction=holdout,
-                    tau_local=tau_local, tau_semantic=tau_semantic))
+                    tau_local=tau_local, tau_semantic=tau_semantic)))
 
 
 @app.command()
@@ -247,6 +247,8 @@ def infer(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
     fps_limit: Optional[float] = typer.Option(None, "--fps-limit", help="process at most this many frames per second"),
     retries: int = typer.Option(5, "--retries", help="reconnection attempts for a lost live stream"),
+    read_timeout: float = typer.Option(5.0, "--read-timeout", help="seconds without a frame after which a network "
+                                       "stream (FFmpeg: RTSP, HTTP) counts as lost and is reopened"),
     providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
     device: str = Device,
     onnx: Optional[Path] = EngineOnnx,
@@ -260,7 +262,7 @@ def infer(
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
                          show=show, batch=batch, max_frames=max_frames, fps_limit=fps_limit,
-                         retry=RetryPolicy(max_retries=retries))
+                         retry=RetryPolicy(max_retries=retries, read_timeout_ms=round(read_timeout * 1000)))
     load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
     raise typer.Exit(run_infer(model, source, opts, load, threshold))
 
@@ -295,18 +297,67 @@ def bench(
     run_bench(models, opts, BenchOutputs(json_out, csv_out, markdown, plot))
 
 
+def _click_exceptions():
+    try:  # typer >= 0.2x carries its own copy of click
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _fail(message: str, code: int) -> None:
+    """One `error:` line (credentials in URLs hidden), then exit with `code`."""
+    from dualkd_edge.stream.sources import redact
+
+    print(f"error: {redact(' '.join(message.split()))}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _usage_error(exc) -> str:
+    """Click's usage error (bad number, missing argument, unknown option) as one line naming it."""
+    where = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) is not None else ""
+    return f"{exc.format_message()}{where}"
+
+
+def _raise_terminated(signum, frame) -> None:  # noqa: ANN001 - the signal module's signature
+    from dualkd_edge.errors import Terminated
+
+    raise Terminated()
+
+
 def main() -> None:
+    """Every failure ends as one line on stderr: `error: ...` and exit 2 for what the user gave us
+    (arguments, files, output locations: any OSError lands here as a last line of defence),
+    130 for Ctrl-C, 143 for SIGTERM (after the same clean-up as Ctrl-C)."""
+    import signal
+
+    from dualkd_edge.errors import Terminated
+    from dualkd_edge.outputs import describe_os_error
+
     # Our messages at INFO; third-party libraries (quantization tools, timm) only from WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("dualkd_edge").setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    click_errors = _click_exceptions()
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="dualkd-edge")
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        _fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        _fail(describe_os_error(exc), 2)
+    except click_errors.NoArgsIsHelpError:
+        sys.exit(2)  # the help was shown
+    except click_errors.UsageError as exc:
+        _fail(_usage_error(exc), 2)
+    except click_errors.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(Terminated.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

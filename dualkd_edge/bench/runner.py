@@ -14,6 +14,7 @@ from dualkd_edge.artifacts import LoadOptions
 from dualkd_edge.bench.stats import LatencyStats
 from dualkd_edge.bench.timing import Contender, backend_contender, time_side_by_side
 from dualkd_edge.errors import UserError
+from dualkd_edge.stream.sources import redact
 
 log = logging.getLogger("dualkd_edge")
 
@@ -93,7 +94,7 @@ def model_gmacs(path: Path, meta) -> float | None:
         from dualkd_edge.model.complexity import count_model
         from dualkd_edge.presets import Preset
 
-        return count_model(Preset.from_dict(meta.preset))["gmacs"]
+        return count_model(Preset.from_dict(meta.preset, str(path)))["gmacs"]
     except ImportError:
         return None
 
@@ -170,7 +171,7 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
     rows = [results[str(path), b] for path in models for b in opts.batches]
     return {"machine": machine, "options": {"batches": opts.batches, "warmup": opts.warmup, "iters": opts.iters,
                                             "min_time": opts.min_time, "threads": opts.load.threads,
-                                            "providers": opts.load.providers, "source": opts.source,
+                                            "providers": opts.load.providers, "source": redact(opts.source) if opts.source else None,
                                             "timing": "models and the reference matmul timed in alternating rounds"},
             "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy}
 

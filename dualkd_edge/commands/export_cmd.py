@@ -10,9 +10,11 @@ from dualkd_edge.errors import UserError
 
 def run_export(run_dir: Path, out: Path, opts) -> None:
     from dualkd_edge.export.onnx_export import export_onnx, format_differences
+    from dualkd_edge.outputs import check_outputs
 
     if out.suffix.lower() != ".onnx":
         raise UserError(f"--out: expected a .onnx file name, got {out}")
+    check_outputs(files={"--out": out}, inputs={"RUN": run_dir})
     result = export_onnx(run_dir, out, opts)
     size_mb = out.stat().st_size / 1e6
     print(f"exported {out} ({size_mb:.1f} MB, {opts.precision}, input {opts.input_dtype}, batch {opts.batch}, "
@@ -49,10 +51,17 @@ class QuantizeRequest:
             raise UserError(f"--max-drop: must be >= 0 points, got {self.max_drop}")
         if self.max_disagree is not None and not 0 <= self.max_disagree <= 1:
             raise UserError(f"--max-disagree: expected a share in [0, 1], got {self.max_disagree}")
-        if self.out.exists() and self.model.exists() and self.out.resolve() == self.model.resolve():
-            raise UserError(f"--out: {self.out} is the FP32 input itself; write the INT8 model to another file")
         if self.val is None and (self.method == "auto" or self.keep_float == "auto"):
             raise UserError("--method auto / --keep-float auto choose by accuracy: give labelled data with --val DATA")
+        from dualkd_edge.outputs import check_outputs
+
+        # A rejected candidate goes beside --out: neither may land on an input.
+        check_outputs(files={"--out": self.out, "--out (a rejected candidate)": self.rejected},
+                      inputs={"the FP32 input": self.model, "--calib": self.calib, "--val": self.val})
+
+    @property
+    def rejected(self) -> Path:
+        return self.out.with_name(self.out.stem + ".rejected.onnx")
 
     @property
     def methods(self) -> list[str]:
@@ -70,10 +79,11 @@ def run_quantize(req: QuantizeRequest) -> int:
     import tempfile
 
     from dualkd_edge.compile.quantize import QuantizationSession, QuantizeOptions
+    from dualkd_edge.fileio import staging_path
 
     req.validate()
     out = req.out
-    candidate = out.with_name(f".{out.stem}.candidate.onnx")
+    candidate = staging_path(out, "candidate")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             session = QuantizationSession(req.model, QuantizeOptions(req.calib, req.methods[0], req.samples, req.target,
@@ -89,7 +99,7 @@ def run_quantize(req: QuantizeRequest) -> int:
             candidate.replace(out)
             print(f"written to {out}")
             return 0
-        rejected = out.with_name(out.stem + ".rejected.onnx")
+        rejected = req.rejected
         candidate.replace(rejected)
         kept = f"; {out} was left as it was" if out.exists() else ""
         print(f"accuracy gate: FAILED; the candidate was moved to {rejected}{kept}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dualkd_edge.fileio import read_image
-from dualkd_edge.stream.sources import SourceSpec, image_files_only
+from dualkd_edge.stream.sources import SourceSpec, image_files_only, redact
 
 log = logging.getLogger("dualkd_edge")
 
@@ -43,6 +43,7 @@ class SourceStats:
     skipped_files: int = 0
     reconnects: int = 0
     opened: bool = False
+    expected_frames: int | None = None  # video files: the frame count their container announces
     errors: list[str] = field(default_factory=list)
 
 
@@ -119,12 +120,14 @@ class CaptureWorker(threading.Thread):
     # -- sources --------------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            if self.spec.kind in ("image", "images"):
+            if self.spec.kind == "unavailable":
+                self.stats.errors.append(self.spec.problem)
+            elif self.spec.kind in ("image", "images"):
                 self._run_files()
             else:
                 self._run_capture()
         except Exception as exc:  # noqa: BLE001 - a broken source must not take the pipeline down
-            self.stats.errors.append(f"{self.spec.name}: {type(exc).__name__}: {exc}")
+            self.stats.errors.append(redact(f"{self.spec.name}: {type(exc).__name__}: {exc}"))
             log.error("%s: %s", self.spec.name, exc)
         finally:
             self.finished.set()
@@ -150,6 +153,10 @@ class CaptureWorker(threading.Thread):
             self._deliver(frame)
             self.stats.frames += 1
             n += 1
+        if n == 0:  # nothing usable: not a success, whatever was skipped
+            what = "is not a readable image" if self.spec.kind == "image" else \
+                f"holds no readable image ({len(self.spec.files)} file(s) skipped)"
+            self.stats.errors.append(f"{self.spec.name}: {what}")
 
     def _open_with_retries(self, reconnect: bool):
         attempt = 0
@@ -179,6 +186,9 @@ class CaptureWorker(threading.Thread):
         self.stats.opened = True
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else None
+        if self.spec.kind == "video":
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            self.stats.expected_frames = int(count) if count and count > 0 else None
         n = 0
         try:
             while not self.stop_event.is_set():
@@ -186,9 +196,11 @@ class CaptureWorker(threading.Thread):
                 ok = cap.grab()
                 if not ok:
                     if not self.spec.reconnects:
+                        self._check_complete()
                         return  # end of file
                     cap.release()
-                    log.warning("%s: stream lost; reconnecting", self.spec.name)
+                    log.warning("%s: stream lost (closed, or no frame within the %.1f s read timeout); "
+                                "reconnecting", self.spec.name, self.policy.read_timeout_ms / 1000)
                     cap = self._open_with_retries(reconnect=True)
                     if cap is None:
                         if not self.stop_event.is_set():
@@ -208,3 +220,17 @@ class CaptureWorker(threading.Thread):
         finally:
             if cap is not None:
                 cap.release()
+
+    def _check_complete(self) -> None:
+        """At the end of a video file: were all its frames read? A file cut short (a copy that
+        did not finish, a recording that ran out of disk) decodes up to where it ends; that is a
+        failure, not a shorter video. Containers whose count is an estimate may be off by a few."""
+        read = self.stats.frames + self.stats.corrupted
+        expected = self.stats.expected_frames
+        if read == 0:
+            self.stats.errors.append(f"{self.spec.name}: no frame could be decoded")
+        elif expected is not None and expected - read > max(2, expected // 50):
+            self.stats.errors.append(f"{self.spec.name}: read {read} of the {expected} frames its container "
+                                     "announces; the file is truncated or damaged")
+        elif expected is not None and read != expected:
+            log.info("%s: read %d frames, the container announces %d", self.spec.name, read, expected)

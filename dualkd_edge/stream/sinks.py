@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 from dualkd_edge.errors import UserError
-from dualkd_edge.fileio import write_image_atomic
+from dualkd_edge.fileio import staging_path, sweep_stale_staging, write_image_atomic
 from dualkd_edge.stream.results import FrameResult
 
 
@@ -18,11 +19,18 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "source"
 
 
+def new_run_id() -> str:
+    """Names one stream run in its JSONL lines and summary: UTC start time and process id."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+
+
 class Sink:
-    """The protocol: `write(result)` per frame, `close()` once, returning the files it produced."""
+    """The protocol: `write(result)` per frame, `close()` once, returning the files it produced.
+    An OSError from either (disk full, ...) stops the run; what was written before stays valid."""
 
     shows_pictures = False  # True: it asks results for their overlay
     stop_requested = False  # a sink may ask the run to stop (e.g. q pressed in the window)
+    option = ""  # the CLI option it serves, for messages
 
     def write(self, result: FrameResult) -> None:
         raise NotImplementedError
@@ -32,17 +40,45 @@ class Sink:
 
 
 class JsonlSink(Sink):
-    def __init__(self, path: Path) -> None:
+    """One JSON line per frame, appended and handed to the OS at once. Every line starts with the
+    run's `run_id`, so runs appended to one file stay apart. A line that cannot be written whole
+    (disk full) is taken back: the file only ever holds complete lines."""
+
+    option = "--jsonl"
+
+    def __init__(self, path: Path, run_id: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.file = open(path, "a", buffering=1)  # line-buffered: every frame is on disk at once
+        self.run_id = run_id or new_run_id()
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.lines = 0
+        if not self._ends_cleanly():
+            self._append(b"\n")  # keep our first line apart from one an older, killed run left unfinished
+
+    def _ends_cleanly(self) -> bool:
+        size = os.fstat(self.fd).st_size
+        if size == 0:
+            return True
+        with open(self.path, "rb") as f:
+            f.seek(size - 1)
+            return f.read(1) == b"\n"
+
+    def _append(self, data: bytes) -> None:
+        start = os.fstat(self.fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            os.ftruncate(self.fd, start)  # no half line
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def write(self, result: FrameResult) -> None:
-        self.file.write(json.dumps(result.record()) + "\n")
-        self.file.flush()
+        self._append((json.dumps({"run_id": self.run_id, **result.record()}) + "\n").encode())
+        self.lines += 1
 
     def close(self) -> list[str]:
-        self.file.close()
+        os.close(self.fd)
         return [str(self.path)]
 
 
@@ -51,6 +87,7 @@ class ImageSink(Sink):
     size) beside it as `<name>_mask.png`."""
 
     shows_pictures = True
+    option = "--save-images"
 
     def __init__(self, folder: Path, mode: str, masks: bool = False) -> None:
         self.folder = folder
@@ -76,10 +113,12 @@ class VideoSink(Sink):
     """One overlay video per source, written under a temporary name and renamed when closed."""
 
     shows_pictures = True
+    option = "--save-video"
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        sweep_stale_staging(folder)
         self.writers: dict[int, tuple] = {}
 
     def write(self, result: FrameResult) -> None:
@@ -89,7 +128,7 @@ class VideoSink(Sink):
         index = result.frame.source
         if index not in self.writers:
             final = self.folder / f"{index:02d}_{safe_name(Path(result.source_label).stem)}.mp4"
-            tmp = final.with_name(f".{final.name}.partial.mp4")
+            tmp = staging_path(final, "partial")
             h, w = overlay.shape[:2]
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), result.source_fps or 10.0, (w, h))
             if not writer.isOpened():

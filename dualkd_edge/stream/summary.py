@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dualkd_edge.bench.stats import latency_stats
 from dualkd_edge.stream.capture import SourceStats
@@ -29,6 +29,8 @@ class StreamSummary:
     stages: dict[str, dict[str, float]]
     interrupted: bool
     outputs: list[str]
+    output_errors: list[str] = field(default_factory=list)  # outputs that failed and stopped the run
+    run_id: str = ""  # also on every JSONL line of this run
 
     @property
     def fps(self) -> float:
@@ -40,12 +42,13 @@ class StreamSummary:
 
     def to_dict(self) -> dict:
         return {
-            "frames": self.frames, "anomalies": self.anomalies, "seconds": round(self.seconds, 3),
+            "run_id": self.run_id, "frames": self.frames, "anomalies": self.anomalies, "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 3), "interrupted": self.interrupted, "errors": self.errors,
             "dropped": sum(s.dropped for s in self.sources), "corrupted": sum(s.corrupted for s in self.sources),
             "skipped_files": sum(s.skipped_files for s in self.sources),
             "reconnects": sum(s.reconnects for s in self.sources),
             "sources": [vars(s) for s in self.sources], "latency_ms": self.stages, "outputs": self.outputs,
+            "output_errors": self.output_errors,
         }
 
     def format(self) -> str:

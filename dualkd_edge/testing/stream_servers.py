@@ -33,12 +33,15 @@ def demo_frames(n: int = 30) -> list[bytes]:
 
 
 class MjpegServer:
-    """multipart/x-mixed-replace JPEG stream at `fps`, as IP cameras serve it."""
+    """multipart/x-mixed-replace JPEG stream at `fps`, as IP cameras serve it. With `freeze_after`
+    each connection stops sending after that many frames but stays open (a frozen camera)."""
 
-    def __init__(self, port: int | None = None, fps: float = 30.0, max_seconds: float = 60.0) -> None:
+    def __init__(self, port: int | None = None, fps: float = 30.0, max_seconds: float = 60.0,
+                 freeze_after: int | None = None) -> None:
         self.port = port or free_port()
         self.fps = fps
         self.max_seconds = max_seconds
+        self.freeze_after = freeze_after
         self.frames = demo_frames()
         self.sent = 0
         self.httpd: ThreadingHTTPServer | None = None
@@ -62,6 +65,9 @@ class MjpegServer:
                 i = 0
                 try:
                     while time.monotonic() < t_end and server.httpd is not None:
+                        if server.freeze_after is not None and i >= server.freeze_after:
+                            time.sleep(0.05)  # frozen: connected, silent
+                            continue
                         jpg = server.frames[i % len(server.frames)]
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                          + f"Content-Length: {len(jpg)}\r\n\r\n".encode() + jpg + b"\r\n")

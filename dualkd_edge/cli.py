@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
+from functools import partial
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,6 +22,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _finite(value: float | None) -> float | None:
+    """nan and infinity pass float() but mean nothing as a time, a rate or a tolerance (and
+    `bench --min-time nan` would never end): refuse them like any other bad number."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"expected a finite number, got {value}")
+    return value
+
+
+FloatOption = partial(typer.Option, callback=_finite)  # every float option of the CLI
 Device = typer.Option("auto", "--device", help="auto | cpu | cuda (PyTorch run directories)")
 EngineOnnx = typer.Option(None, "--onnx", help="for a TensorRT engine built outside dualkd-edge (trtexec): the ONNX file it "
                           "was built from; its metadata is used and the engine's sidecar written")
@@ -43,17 +56,17 @@ def train(
     weights: Optional[str] = typer.Option(None, "--weights", help="teacher weights: none | hub | PATH (.pth / .safetensors, official DINOv2 or timm keys); default: the preset's"),
     steps: Optional[int] = typer.Option(None, "--steps", help="training steps (default: the preset's, see `dualkd-edge presets`)"),
     batch_size: int = typer.Option(16, "--batch-size"),
-    lr: float = typer.Option(2e-3, "--lr", help="peak learning rate of the Encoder-Decoder student (warm-up, then cosine to 10%)"),
-    ee_lr: float = typer.Option(5e-4, "--ee-lr", help="peak learning rate of the class-token student"),
+    lr: float = FloatOption(2e-3, "--lr", help="peak learning rate of the Encoder-Decoder student (warm-up, then cosine to 10%)"),
+    ee_lr: float = FloatOption(5e-4, "--ee-lr", help="peak learning rate of the class-token student"),
     semantic_centring: Optional[bool] = typer.Option(None, "--semantic-centring/--no-semantic-centring", help="centre the teacher's class token (default: the preset's; the paper regresses the plain token)"),
     device: str = Device,
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out up to --steps"),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="steps between checkpoints"),
-    max_time: Optional[float] = typer.Option(None, "--max-time", help="stop after about this many seconds (the schedule is fitted to it)"),
-    holdout: float = typer.Option(0.1, "--holdout", help="share of good images held out for calibration"),
-    tau_local: float = typer.Option(1.0, "--tau-local", help="Noisy-OR temperature of the local branch"),
-    tau_semantic: float = typer.Option(1.0, "--tau-semantic", help="Noisy-OR temperature of the semantic branch"),
+    max_time: Optional[float] = FloatOption(None, "--max-time", help="stop after about this many seconds (the schedule is fitted to it)"),
+    holdout: float = FloatOption(0.1, "--holdout", help="share of good images held out for calibration"),
+    tau_local: float = FloatOption(1.0, "--tau-local", help="Noisy-OR temperature of the local branch"),
+    tau_semantic: float = FloatOption(1.0, "--tau-semantic", help="Noisy-OR temperature of the semantic branch"),
 ) -> None:
     """Train the dual-student model (frozen DINOv2 teacher, Noisy-OR objective) and calibrate it."""
     from dualkd_edge.commands.train_cmd import run
@@ -68,7 +81,7 @@ def train(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="folder for the generated data and everything made from it"),
-    max_time: float = typer.Option(120.0, "--max-time", help="training time budget in seconds"),
+    max_time: float = FloatOption(120.0, "--max-time", help="training time budget in seconds"),
     steps: int = typer.Option(600, "--steps", help="training steps (fewer if --max-time runs out first)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -85,7 +98,7 @@ def eval_(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the table as Markdown"),
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="write per-image scores as CSV"),
     tune_threshold: bool = typer.Option(False, "--tune-threshold", help="store the F1-optimal threshold in the model's metadata"),
-    max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="with --tune-threshold: the threshold at this false-alarm rate instead"),
+    max_fpr: Optional[float] = FloatOption(None, "--max-fpr", help="with --tune-threshold: the threshold at this false-alarm rate instead"),
     save_overlays: Optional[Path] = typer.Option(None, "--save-overlays", help="folder for heat-map overlays of the worst cases"),
     worst: int = typer.Option(5, "--worst", help="how many worst false negatives / false positives to save"),
     save_masks: bool = typer.Option(False, "--save-masks", help="with --save-overlays: binary defect masks (PNG 0/255) beside them"),
@@ -135,13 +148,13 @@ def quantize(
                                "cpu: UINT8 activations, FP32 in between (ONNX Runtime CPU fast path)"),
     val: Optional[Path] = typer.Option(None, "--val", help="labelled data (MVTec layout) for the accuracy gate and "
                                        "the mixed-precision search"),
-    max_drop: float = typer.Option(0.5, "--max-drop", help="largest allowed AUROC drop in points (image and pixel)"),
-    max_disagree: Optional[float] = typer.Option(None, "--max-disagree", help="largest share of images whose OK/NG "
+    max_drop: float = FloatOption(0.5, "--max-drop", help="largest allowed AUROC drop in points (image and pixel)"),
+    max_disagree: Optional[float] = FloatOption(None, "--max-disagree", help="largest share of images whose OK/NG "
                                                  "decision may change (default 0.03)"),
     keep_float: Optional[str] = typer.Option(None, "--keep-float", help="auto (default with --val: return the most "
                                              "sensitive layer groups to float until the gate passes) | none | "
                                              "group names, e.g. teacher.blocks.0,ee_student"),
-    smooth: Optional[float] = typer.Option(None, "--smooth", help="SmoothQuant alpha (e.g. 0.5): move activation "
+    smooth: Optional[float] = FloatOption(None, "--smooth", help="SmoothQuant alpha (e.g. 0.5): move activation "
                                            "outliers into the weights, folded into the LayerNorms"),
     high_precision: Optional[str] = typer.Option(None, "--high-precision", help="what the unquantized layers run in: "
                                                  "fp16 (default for --target tensorrt) | fp32 (default for cpu)"),
@@ -175,7 +188,7 @@ def build(
     precision: str = typer.Option("fp16", "--precision", help="fp32 | fp16 | int8 | best"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="calibration images for INT8 (when the model has no Q/DQ)"),
     batch: Optional[str] = typer.Option(None, "--batch", help="MIN:OPT:MAX batch profile for dynamic-batch models"),
-    workspace: float = typer.Option(4.0, "--workspace", help="builder workspace limit in GiB"),
+    workspace: float = FloatOption(4.0, "--workspace", help="builder workspace limit in GiB"),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="timing cache file, read and updated"),
     dla: Optional[int] = typer.Option(None, "--dla", help="DLA core (Jetson Orin/Xavier), with GPU fallback"),
     opt_level: int = typer.Option(3, "--opt-level", help="builder optimization level 0..5"),
@@ -211,11 +224,11 @@ def compare(
     models: List[Path] = typer.Argument(..., help="A B [C ...]: run directories, .onnx files or engines; each is "
                                         "compared with the first"),
     images: Path = typer.Option(..., "--images", help="folder of images; an MVTec-style dataset adds the AUROC of each"),
-    atol: Optional[float] = typer.Option(None, "--atol", help="largest absolute difference of any output (default: "
+    atol: Optional[float] = FloatOption(None, "--atol", help="largest absolute difference of any output (default: "
                                          "by precision; INT8 is judged by decisions and AUROC only)"),
-    max_disagree: Optional[float] = typer.Option(None, "--max-disagree", help="largest share of images whose OK/NG "
+    max_disagree: Optional[float] = FloatOption(None, "--max-disagree", help="largest share of images whose OK/NG "
                                                  "decision may differ (default 0, INT8 0.03)"),
-    max_auroc_drop: Optional[float] = typer.Option(None, "--max-auroc-drop", help="largest image AUROC drop in points "
+    max_auroc_drop: Optional[float] = FloatOption(None, "--max-auroc-drop", help="largest image AUROC drop in points "
                                                    "on labelled images (default 0.5)"),
     max_images: int = typer.Option(200, "--max-images", help="images to use at most (spread over the folder)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the comparison as JSON"),
@@ -242,12 +255,12 @@ def infer(
     save_images: str = typer.Option("none", "--save-images", help="anomalies | all | none (to --out/images)"),
     save_masks: bool = typer.Option(False, "--save-masks", help="binary defect masks (PNG 0/255, frame size) beside the saved images"),
     show: bool = typer.Option(False, "--show", help="show overlays in a window (needs an OpenCV GUI build)"),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="decision threshold (default: the model's)"),
+    threshold: Optional[float] = FloatOption(None, "--threshold", help="decision threshold (default: the model's)"),
     batch: int = typer.Option(1, "--batch", help="frames per inference batch (across frames and streams)"),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
-    fps_limit: Optional[float] = typer.Option(None, "--fps-limit", help="process at most this many frames per second"),
+    fps_limit: Optional[float] = FloatOption(None, "--fps-limit", help="process at most this many frames per second"),
     retries: int = typer.Option(5, "--retries", help="reconnection attempts for a lost live stream"),
-    read_timeout: float = typer.Option(5.0, "--read-timeout", help="seconds without a frame after which a network "
+    read_timeout: float = FloatOption(5.0, "--read-timeout", help="seconds without a frame after which a network "
                                        "stream (FFmpeg: RTSP, HTTP) counts as lost and is reopened"),
     providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
     device: str = Device,
@@ -262,7 +275,7 @@ def infer(
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
                          show=show, batch=batch, max_frames=max_frames, fps_limit=fps_limit,
-                         retry=RetryPolicy(max_retries=retries, read_timeout_ms=round(read_timeout * 1000)))
+                         retry=RetryPolicy.from_options(retries, read_timeout))
     load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
     raise typer.Exit(run_infer(model, source, opts, load, threshold))
 
@@ -273,7 +286,7 @@ def bench(
     batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes, e.g. 1,4,8"),
     warmup: int = typer.Option(10, "--warmup", help="untimed iterations first"),
     iters: Optional[int] = typer.Option(None, "--iters", help="timed runs per model, at least (default 50); several models are timed in alternating rounds"),
-    min_time: Optional[float] = typer.Option(None, "--min-time", help="time each model at least this many seconds instead"),
+    min_time: Optional[float] = FloatOption(None, "--min-time", help="time each model at least this many seconds instead"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (ONNX Runtime intra-op / PyTorch)"),
     providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
     source: Optional[str] = typer.Option(None, "--source", help="video or stream for end-to-end timing of the infer pipeline"),

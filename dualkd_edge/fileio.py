@@ -3,6 +3,7 @@ lock for read-modify-write of one file, and robust image reading shared by every
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -136,9 +137,13 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it is renamed over `target`.
 
     A crash or Ctrl-C never leaves a half-written artifact under the final name; a replaced file
-    keeps its mode and (where permitted) its owner.
+    keeps its mode and (where permitted) its owner. Like a plain open(), a symlink is written
+    through (`latest.json -> v3.json` replaces v3.json, the link stays); a device, pipe or socket
+    (`/dev/null`, `/dev/stdout`) is never replaced by a file.
     """
-    target = Path(target)
+    target = Path(os.path.realpath(target)) if Path(target).is_symlink() else Path(target)
+    if target.exists() and not (target.is_file() or target.is_dir()):
+        raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket); name a file", str(target))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale_staging(target.parent)

@@ -80,6 +80,8 @@ def _check_writable(option: str, path: Path, kind: str) -> None:
     else:
         if path.is_dir():
             raise UserError(f"{option}: {path} is a folder; expected a file name")
+        if kind == "file" and path.exists() and not path.is_file():  # appending to /dev/null is fine
+            raise UserError(f"{option}: {path} is a device, pipe or socket; expected a file name")
         folder = path.parent
     existing = _nearest_existing(option, path, folder)
     if kind == "append" and path.exists():

@@ -6,6 +6,7 @@ files and folders hand over every frame in order (the reader waits for the pipel
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -54,6 +55,17 @@ class RetryPolicy:
     max_delay: float = 8.0
     open_timeout_ms: int = 5000
     read_timeout_ms: int = 5000
+
+    @classmethod
+    def from_options(cls, retries: int, read_timeout_s: float) -> "RetryPolicy":
+        """From `infer --retries N --read-timeout S`, refusing what cannot work (nan, <= 0)."""
+        from dualkd_edge.errors import UserError
+
+        if not math.isfinite(read_timeout_s) or read_timeout_s <= 0:
+            raise UserError(f"--read-timeout: expected seconds > 0, got {read_timeout_s}")
+        if retries < 0:
+            raise UserError(f"--retries: must be >= 0, got {retries}")
+        return cls(max_retries=retries, read_timeout_ms=max(1, round(read_timeout_s * 1000)))
 
     def delay(self, attempt: int) -> float:
         return min(self.max_delay, self.first_delay * 2 ** (attempt - 1))

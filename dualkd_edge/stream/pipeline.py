@@ -56,8 +56,6 @@ class StreamOptions:
             raise UserError("--save-video / --save-images need --out DIR")
         if self.save_masks and self.save_images == "none":
             raise UserError("--save-masks: masks are written beside the saved images; add --save-images anomalies or all")
-        if self.retry.read_timeout_ms < 1 or self.retry.max_retries < 0:
-            raise UserError("--read-timeout must be > 0 seconds and --retries >= 0")
 
     def output_locations(self) -> tuple[dict[str, Path | None], dict[str, Path | None]]:
         """(folders, appended files) these options write to, for the checks before a run."""

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Union
+from typing import Callable, Iterable, Iterator, Mapping, Union
 
 from dualkd_edge.errors import UserError
 from dualkd_edge.fileio import is_image_file, write_bytes_atomic
@@ -180,6 +181,19 @@ def write_result(target: str | os.PathLike, data: bytes, option: str) -> None:
         write_bytes_atomic(target, data)
     except OSError as exc:
         raise not_written(option, target, exc, keep_elsewhere(target, lambda p: write_bytes_atomic(p, data))) from None
+
+
+@contextmanager
+def writing(option: str, target: Path) -> Iterator[None]:
+    """A file that is produced, not computed and kept (an export, a quantized model): an OSError
+    while writing it (a disk that filled up meanwhile) is one error naming the option and the file
+    the user asked for, not our hidden staging name; what was at `target` before is untouched."""
+    existed = Path(target).exists()
+    try:
+        yield
+    except OSError as exc:
+        kept = f"{target} was left as it was" if existed else "no file was left there"
+        raise UserError(f"{option}: could not write {target} ({os_reason(exc)}); {kept}") from None
 
 
 class ResultWrites:

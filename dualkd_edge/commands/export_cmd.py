@@ -10,12 +10,13 @@ from dualkd_edge.errors import UserError
 
 def run_export(run_dir: Path, out: Path, opts) -> None:
     from dualkd_edge.export.onnx_export import export_onnx, format_differences
-    from dualkd_edge.outputs import check_outputs
+    from dualkd_edge.outputs import check_outputs, writing
 
     if out.suffix.lower() != ".onnx":
         raise UserError(f"--out: expected a .onnx file name, got {out}")
     check_outputs(files={"--out": out}, inputs={"RUN": run_dir})
-    result = export_onnx(run_dir, out, opts)
+    with writing("--out", out):  # a disk that fills up during the export
+        result = export_onnx(run_dir, out, opts)
     size_mb = out.stat().st_size / 1e6
     print(f"exported {out} ({size_mb:.1f} MB, {opts.precision}, input {opts.input_dtype}, batch {opts.batch}, "
           f"opset {opts.opset}) in {result.seconds:.1f} s")
@@ -110,12 +111,14 @@ def run_quantize(req: QuantizeRequest) -> int:
 
 def _quantize_ungated(req: QuantizeRequest, session, candidate: Path) -> bool:
     from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
+    from dualkd_edge.outputs import writing
     from dualkd_edge.compile.accuracy_gate import agreement_on_images
     from dualkd_edge.compile.layer_groups import resolve_group_names
 
     mode = req.keep_float_mode
     kept = set() if mode == "none" else resolve_group_names(session.pre_proto, mode.split(","))
-    save_onnx_atomic(session.candidate(req.methods[0], kept), candidate)
+    with writing("--out", req.out):
+        save_onnx_atomic(session.candidate(req.methods[0], kept), candidate)
     comparison = agreement_on_images(req.model, candidate, session.images[:64], str(req.out))
     print("FP32 vs INT8 on calibration images (no --val given, so not gated; pass --val DATA to gate):")
     print(comparison.format())
@@ -124,6 +127,7 @@ def _quantize_ungated(req: QuantizeRequest, session, candidate: Path) -> bool:
 
 def _quantize_with_gate(req: QuantizeRequest, session, candidate: Path) -> bool:
     from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
+    from dualkd_edge.outputs import writing
     from dualkd_edge.comparison import INT8_MAX_DISAGREE
     from dualkd_edge.compile.layer_groups import resolve_group_names
     from dualkd_edge.compile.mixed_precision import MixedPrecisionSearch
@@ -146,7 +150,8 @@ def _quantize_with_gate(req: QuantizeRequest, session, candidate: Path) -> bool:
         if result.sensitivity:
             print("sensitivity (error in calibration sigmas with only that group in INT8): " + ", ".join(
                 f"{name} {err:.3f}" for name, err in result.sensitivity))
-    save_onnx_atomic(session.candidate(chosen.method, set(chosen.kept_float)), candidate)
+    with writing("--out", req.out):
+        save_onnx_atomic(session.candidate(chosen.method, set(chosen.kept_float)), candidate)
     print_gate(chosen.gate)
     kept = ", ".join(chosen.kept_float) or "none"
     print(f"chosen: {chosen.method}, kept in {session.opts.float_precision}: {kept} "

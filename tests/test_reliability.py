@@ -374,3 +374,48 @@ def test_usage_errors_are_one_line(capsys, tmp_path):
         proc = run_main(capsys, *argv)
         assert proc.returncode == 2 and "╭" not in proc.stderr and "Usage:" not in proc.stderr, proc.stderr
         assert_one_line_error(proc, needle)
+
+
+def test_an_output_that_is_a_device_or_a_symlink(capsys, dynamic_onnx, tmp_path):
+    """A device (/dev/full, /dev/null) is never replaced by a file (as root that would replace the
+    device node); a symlinked output is written where it points and stays a link."""
+    for device in ("/dev/full", "/dev/null"):
+        before = os.stat(device, follow_symlinks=False)
+        proc = run_main(capsys, "bench", dynamic_onnx, "--json", device)
+        assert_one_line_error(proc, "--json", device, "device, pipe or socket")
+        assert os.stat(device, follow_symlinks=False) == before
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "v1.json").write_text("{}")
+    (tmp_path / "latest.json").symlink_to(reports / "v1.json")
+    from dualkd_edge.fileio import write_json_atomic
+
+    write_json_atomic(tmp_path / "latest.json", {"run": 2})
+    assert (tmp_path / "latest.json").is_symlink() and json.loads((reports / "v1.json").read_text()) == {"run": 2}
+
+
+def test_non_finite_numbers_are_usage_errors(capsys, dynamic_onnx, tmp_path):
+    for argv, option in [(["bench", dynamic_onnx, "--min-time", "nan"], "--min-time"),  # would never end
+                         (["infer", dynamic_onnx, tmp_path, "--fps-limit", "inf"], "--fps-limit"),
+                         (["infer", dynamic_onnx, tmp_path, "--read-timeout", "nan"], "--read-timeout"),
+                         (["quantize", dynamic_onnx, "--calib", tmp_path, "--out", tmp_path / "q.onnx",
+                           "--max-drop", "-inf"], "--max-drop")]:
+        assert_one_line_error(run_main(capsys, *argv), option, "finite number")
+
+
+@needs_torch
+def test_export_and_quantize_on_a_disk_that_fills_up_name_the_output(capsys, trained_run, dynamic_onnx, tmpfs,
+                                                                     tmp_path):
+    """The check before the work passes (room for a first block); the model does not fit: one
+    error naming --out and the file asked for (not a hidden staging name), nothing left behind."""
+    disk = tmpfs(1024)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, img in enumerate(parts(2)):
+        cv2.imwrite(str(calib / f"{i}.png"), img)
+    for argv in (["export", trained_run, "--out", disk / "m.onnx"],
+                 ["quantize", dynamic_onnx, "--calib", calib, "--samples", "2", "--out", disk / "m.onnx"]):
+        proc = run_main(capsys, *argv)
+        assert_one_line_error(proc, "--out", f"could not write {disk / 'm.onnx'}", "No space left on device",
+                              "no file was left there")
+        assert list(disk.iterdir()) == []

@@ -184,3 +184,13 @@ def test_pictures_filling_the_disk_stop_the_run_cleanly(model, tmpfs, tmp_path):
     assert len(_lines(tmp_path / "f.jsonl")) == summary["frames"]  # every scored frame was recorded
     images = list((disk / "run" / "images").iterdir())
     assert images and all(cv2.imread(str(p)) is not None for p in images)  # no half image, no staging file
+
+
+def test_a_video_the_disk_cannot_hold_is_not_left_broken(model, tmpfs, tmp_path):
+    """OpenCV's video writer is silent on a full disk: the run still stops with an error, and no
+    video that does not play (an mp4 without its index) is left under the final name."""
+    disk = tmpfs(300)
+    proc = run_cli("infer", model, write_video(tmp_path / "v.mp4", n=60), "--out", disk / "run", "--save-video")
+    assert_one_line_error(proc, "--save-video", str(disk / "run" / "video" / "00_v.mp4"), "No space left on device")
+    assert list((disk / "run" / "video").iterdir()) == []
+    assert 0 < json.loads((disk / "run" / "summary.json").read_text())["frames"] < 60

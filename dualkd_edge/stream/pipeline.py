@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
+from dualkd_edge.outputs import describe_os_error
 from dualkd_edge.stream.capture import CaptureWorker, Frame, RetryPolicy
 from dualkd_edge.stream.results import FrameResult
 from dualkd_edge.stream.sinks import (
@@ -176,11 +177,9 @@ class StreamRunner:
     def _output_failed(self, sink: Sink, exc: OSError) -> None:
         """A sink could not write (disk full, remounted read-only): stop after the frames in
         flight, keep what was written (complete files and lines only) and say so."""
-        from dualkd_edge.outputs import describe_os_error
-
         self._failed_sinks.add(id(sink))
         self.output_errors.append(f"{sink.option or type(sink).__name__}: could not write {describe_os_error(exc)}; "
-                                  f"the run stopped after {self.frames} frame(s), what was written before is complete")
+                                  f"the run stopped after {self.frames} frame(s); the files completed before were kept")
         log.error("%s", self.output_errors[-1])
         self.stop.set()
 
@@ -242,7 +241,10 @@ class StreamRunner:
                 try:
                     outputs += sink.close()
                 except OSError as exc:
-                    self._output_failed(sink, exc)
+                    if id(sink) in self._failed_sinks:  # it failed before: its close is no news
+                        log.warning("%s: %s", sink.option, describe_os_error(exc))
+                    else:
+                        self._output_failed(sink, exc)
         stats = [w.stats for w in workers]
         if not any(s.opened for s in stats) and not self.interrupted:
             reasons = "; ".join(e for s in stats for e in s.errors) or "no source could be opened"

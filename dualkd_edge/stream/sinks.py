@@ -4,6 +4,7 @@ show pictures come first in a run, the ones that record decisions after them (se
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -110,7 +111,9 @@ class ImageSink(Sink):
 
 
 class VideoSink(Sink):
-    """One overlay video per source, written under a temporary name and renamed when closed."""
+    """One overlay video per source, written under a temporary name and renamed when closed.
+    OpenCV's writer says nothing when the disk fills up: a full disk is checked at every frame, and
+    a video is renamed into place only once it reads back with every frame written."""
 
     shows_pictures = True
     option = "--save-video"
@@ -120,6 +123,7 @@ class VideoSink(Sink):
         folder.mkdir(parents=True, exist_ok=True)
         sweep_stale_staging(folder)
         self.writers: dict[int, tuple] = {}
+        self.frames: dict[int, int] = {}  # per source: frames handed to its writer
 
     def write(self, result: FrameResult) -> None:
         import cv2
@@ -134,19 +138,41 @@ class VideoSink(Sink):
             if not writer.isOpened():
                 raise UserError(f"--save-video: OpenCV cannot write {final}")
             self.writers[index] = (writer, tmp, final, (w, h))
-        writer, _, _, size = self.writers[index]
+            self.frames[index] = 0
+        writer, _, final, size = self.writers[index]
         if overlay.shape[1::-1] != size:  # frames of a folder may differ in size
             overlay = cv2.resize(overlay, size)
+        if os.statvfs(self.folder).f_bavail == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(final))
         writer.write(overlay)
+        self.frames[index] += 1
 
     def close(self) -> list[str]:
-        done = []
-        for writer, tmp, final, _ in self.writers.values():
+        done, broken = [], []
+        for index, (writer, tmp, final, _) in self.writers.items():
             writer.release()
-            os.replace(tmp, final)
-            done.append(str(final))
+            if readable_frames(tmp) == self.frames[index]:
+                os.replace(tmp, final)
+                done.append(str(final))
+            else:
+                tmp.unlink(missing_ok=True)
+                broken.append(final)
         self.writers.clear()
+        if broken:
+            raise OSError(errno.EIO, "the video could not be written whole (is the disk full?) and was removed",
+                          ", ".join(map(str, broken)))
         return done
+
+
+def readable_frames(video: Path) -> int:
+    """How many frames a finished video file announces (0 when it does not open)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
 
 
 class WindowSink(Sink):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
+from functools import partial
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,6 +22,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _finite(value: float | None) -> float | None:
+    """nan and infinity pass float() but mean nothing as a time, a rate or a tolerance (and
+    `bench --min-time nan` would never end): refuse them like any other bad number."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"expected a finite number, got {value}")
+    return value
+
+
+FloatOption = partial(typer.Option, callback=_finite)  # every float option of the CLI
 Device = typer.Option("auto", "--device", help="auto | cpu | cuda (PyTorch run directories)")
 EngineOnnx = typer.Option(None, "--onnx", help="for a TensorRT engine built outside dualkd-edge (trtexec): the ONNX file it "
                           "was built from; its metadata is used and the engine's sidecar written")
@@ -58,17 +71,17 @@ def train(
     weights: Optional[str] = typer.Option(None, "--weights", help="teacher weights: none | hub | PATH (.pth / .safetensors, official DINOv2 or timm keys); default: the preset's"),
     steps: Optional[int] = typer.Option(None, "--steps", help="training steps (default: the preset's, see `dualkd-edge presets`)"),
     batch_size: int = typer.Option(16, "--batch-size"),
-    lr: float = typer.Option(2e-3, "--lr", help="peak learning rate of the Encoder-Decoder student (warm-up, then cosine to 10%)"),
-    ee_lr: float = typer.Option(5e-4, "--ee-lr", help="peak learning rate of the class-token student"),
+    lr: float = FloatOption(2e-3, "--lr", help="peak learning rate of the Encoder-Decoder student (warm-up, then cosine to 10%)"),
+    ee_lr: float = FloatOption(5e-4, "--ee-lr", help="peak learning rate of the class-token student"),
     semantic_centring: Optional[bool] = typer.Option(None, "--semantic-centring/--no-semantic-centring", help="centre the teacher's class token (default: the preset's; the paper regresses the plain token)"),
     device: str = Device,
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out up to --steps"),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="steps between checkpoints"),
-    max_time: Optional[float] = typer.Option(None, "--max-time", help="stop after about this many seconds (the schedule is fitted to it)"),
-    holdout: float = typer.Option(0.1, "--holdout", help="share of good images held out for calibration"),
-    tau_local: float = typer.Option(1.0, "--tau-local", help="Noisy-OR temperature of the local branch"),
-    tau_semantic: float = typer.Option(1.0, "--tau-semantic", help="Noisy-OR temperature of the semantic branch"),
+    max_time: Optional[float] = FloatOption(None, "--max-time", help="stop after about this many seconds (the schedule is fitted to it)"),
+    holdout: float = FloatOption(0.1, "--holdout", help="share of good images held out for calibration"),
+    tau_local: float = FloatOption(1.0, "--tau-local", help="Noisy-OR temperature of the local branch"),
+    tau_semantic: float = FloatOption(1.0, "--tau-semantic", help="Noisy-OR temperature of the semantic branch"),
     nproc: int = typer.Option(1, "--nproc", help="data-parallel processes (DistributedDataParallel): one per GPU "
                               "(NCCL), or CPU processes (gloo); the --batch-size images of a step are split over them"),
 ) -> None:
@@ -76,16 +89,16 @@ def train(
     from dualkd_edge.commands.train_cmd import run
     from dualkd_edge.train.loop import TrainConfig
 
-    run(TrainConfig(data=list(data), out=out, preset=preset, weights=weights, steps=steps, batch_size=batch_size,
+    raise typer.Exit(run(TrainConfig(data=list(data), out=out, preset=preset, weights=weights, steps=steps, batch_size=batch_size,
                     lr=lr, ee_lr=ee_lr, semantic_centring=semantic_centring, device=device, seed=seed, resume=resume,
                     checkpoint_every=checkpoint_every, max_time=max_time, holdout_fraction=holdout,
-                    tau_local=tau_local, tau_semantic=tau_semantic, nproc=nproc))
+                    tau_local=tau_local, tau_semantic=tau_semantic, nproc=nproc)))
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="folder for the generated data and everything made from it"),
-    max_time: float = typer.Option(120.0, "--max-time", help="training time budget in seconds"),
+    max_time: float = FloatOption(120.0, "--max-time", help="training time budget in seconds"),
     steps: int = typer.Option(600, "--steps", help="training steps (fewer if --max-time runs out first)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -102,7 +115,7 @@ def eval_(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the table as Markdown"),
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="write per-image scores as CSV"),
     tune_threshold: bool = typer.Option(False, "--tune-threshold", help="store the F1-optimal threshold in the model's metadata"),
-    max_fpr: Optional[float] = typer.Option(None, "--max-fpr", help="with --tune-threshold: the threshold at this false-alarm rate instead"),
+    max_fpr: Optional[float] = FloatOption(None, "--max-fpr", help="with --tune-threshold: the threshold at this false-alarm rate instead"),
     save_overlays: Optional[Path] = typer.Option(None, "--save-overlays", help="folder for heat-map overlays of the worst cases"),
     worst: int = typer.Option(5, "--worst", help="how many worst false negatives / false positives to save"),
     save_masks: bool = typer.Option(False, "--save-masks", help="with --save-overlays: binary defect masks (PNG 0/255) beside them"),
@@ -152,13 +165,13 @@ def quantize(
                                "cpu: UINT8 activations, FP32 in between (ONNX Runtime CPU fast path)"),
     val: Optional[Path] = typer.Option(None, "--val", help="labelled data (MVTec layout) for the accuracy gate and "
                                        "the mixed-precision search"),
-    max_drop: float = typer.Option(0.5, "--max-drop", help="largest allowed AUROC drop in points (image and pixel)"),
-    max_disagree: Optional[float] = typer.Option(None, "--max-disagree", help="largest share of images whose OK/NG "
+    max_drop: float = FloatOption(0.5, "--max-drop", help="largest allowed AUROC drop in points (image and pixel)"),
+    max_disagree: Optional[float] = FloatOption(None, "--max-disagree", help="largest share of images whose OK/NG "
                                                  "decision may change (default 0.03)"),
     keep_float: Optional[str] = typer.Option(None, "--keep-float", help="auto (default with --val: return the most "
                                              "sensitive layer groups to float until the gate passes) | none | "
                                              "group names, e.g. teacher.blocks.0,ee_student"),
-    smooth: Optional[float] = typer.Option(None, "--smooth", help="SmoothQuant alpha (e.g. 0.5): move activation "
+    smooth: Optional[float] = FloatOption(None, "--smooth", help="SmoothQuant alpha (e.g. 0.5): move activation "
                                            "outliers into the weights, folded into the LayerNorms"),
     high_precision: Optional[str] = typer.Option(None, "--high-precision", help="what the unquantized layers run in: "
                                                  "fp16 (default for --target tensorrt) | fp32 (default for cpu)"),
@@ -192,7 +205,7 @@ def build(
     precision: str = typer.Option("fp16", "--precision", help="fp32 | fp16 | int8 | best"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="calibration images for INT8 (when the model has no Q/DQ)"),
     batch: Optional[str] = typer.Option(None, "--batch", help="MIN:OPT:MAX batch profile for dynamic-batch models"),
-    workspace: float = typer.Option(4.0, "--workspace", help="builder workspace limit in GiB"),
+    workspace: float = FloatOption(4.0, "--workspace", help="builder workspace limit in GiB"),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="timing cache file, read and updated"),
     dla: Optional[int] = typer.Option(None, "--dla", help="DLA core (Jetson Orin/Xavier), with GPU fallback"),
     opt_level: int = typer.Option(3, "--opt-level", help="builder optimization level 0..5"),
@@ -228,11 +241,11 @@ def compare(
     models: List[Path] = typer.Argument(..., help="A B [C ...]: run directories, .onnx files or engines; each is "
                                         "compared with the first"),
     images: Path = typer.Option(..., "--images", help="folder of images; an MVTec-style dataset adds the AUROC of each"),
-    atol: Optional[float] = typer.Option(None, "--atol", help="largest absolute difference of any output (default: "
+    atol: Optional[float] = FloatOption(None, "--atol", help="largest absolute difference of any output (default: "
                                          "by precision; INT8 is judged by decisions and AUROC only)"),
-    max_disagree: Optional[float] = typer.Option(None, "--max-disagree", help="largest share of images whose OK/NG "
+    max_disagree: Optional[float] = FloatOption(None, "--max-disagree", help="largest share of images whose OK/NG "
                                                  "decision may differ (default 0, INT8 0.03)"),
-    max_auroc_drop: Optional[float] = typer.Option(None, "--max-auroc-drop", help="largest image AUROC drop in points "
+    max_auroc_drop: Optional[float] = FloatOption(None, "--max-auroc-drop", help="largest image AUROC drop in points "
                                                    "on labelled images (default 0.5)"),
     max_images: int = typer.Option(200, "--max-images", help="images to use at most (spread over the folder)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the comparison as JSON"),
@@ -259,14 +272,16 @@ def infer(
     save_images: str = typer.Option("none", "--save-images", help="anomalies | all | none (to --out/images)"),
     save_masks: bool = typer.Option(False, "--save-masks", help="binary defect masks (PNG 0/255, frame size) beside the saved images"),
     show: bool = typer.Option(False, "--show", help="show overlays in a window (needs an OpenCV GUI build)"),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="decision threshold (default: the model's)"),
+    threshold: Optional[float] = FloatOption(None, "--threshold", help="decision threshold (default: the model's)"),
     batch: int = typer.Option(1, "--batch", help="frames per inference call: the newest frame of up to N live sources "
                               "(a dynamic-batch model), or the next frames of files"),
-    batch_timeout_ms: float = typer.Option(33.0, "--batch-timeout-ms", help="with --batch: how long a batch waits for "
-                                           "the other sources after its first frame (stalled sources are not waited for)"),
+    batch_timeout_ms: float = FloatOption(33.0, "--batch-timeout-ms", help="with --batch: how long a batch waits for "
+                                          "the other sources after its first frame (stalled sources are not waited for)"),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="stop after this many frames"),
-    fps_limit: Optional[float] = typer.Option(None, "--fps-limit", help="process at most this many frames per second"),
+    fps_limit: Optional[float] = FloatOption(None, "--fps-limit", help="process at most this many frames per second"),
     retries: int = typer.Option(5, "--retries", help="reconnection attempts for a lost live stream"),
+    read_timeout: float = FloatOption(5.0, "--read-timeout", help="seconds without a frame after which a network "
+                                       "stream (FFmpeg: RTSP, HTTP) counts as lost and is reopened"),
     decoder: str = typer.Option("opencv", "--decoder", help="rtsp:// URLs: opencv (FFmpeg) | gstreamer (nvv4l2decoder on a Jetson, else avdec_h264); pipelines always run in GStreamer"),
     mqtt: Optional[str] = typer.Option(None, "--mqtt", help="mqtt\\[s]://\\[user:pw@]HOST\\[:PORT]/TOPIC: one JSON message per decision (QoS 1), retained TOPIC/status"),
     mqtt_only_ng: bool = typer.Option(False, "--mqtt-only-ng", help="publish NG decisions only"),
@@ -289,7 +304,7 @@ def infer(
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
                          show=show, batch=batch, batch_timeout_ms=batch_timeout_ms, max_frames=max_frames,
-                         fps_limit=fps_limit, retry=RetryPolicy(max_retries=retries), decoder=decoder)
+                         fps_limit=fps_limit, retry=RetryPolicy.from_options(retries, read_timeout), decoder=decoder)
     line = LineOptions(mqtt=mqtt, mqtt_only_ng=mqtt_only_ng, modbus=modbus, webhook=webhook, http=http)
     load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
     model_arg, source = model_and_source(model, source, triton)
@@ -302,7 +317,7 @@ def bench(
     batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes, e.g. 1,4,8"),
     warmup: int = typer.Option(10, "--warmup", help="untimed iterations first"),
     iters: Optional[int] = typer.Option(None, "--iters", help="timed runs per model, at least (default 50); several models are timed in alternating rounds"),
-    min_time: Optional[float] = typer.Option(None, "--min-time", help="time each model at least this many seconds instead"),
+    min_time: Optional[float] = FloatOption(None, "--min-time", help="time each model at least this many seconds instead"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (ONNX Runtime intra-op / PyTorch)"),
     providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
     source: Optional[str] = typer.Option(None, "--source", help="video or stream for end-to-end timing of the infer pipeline"),
@@ -376,25 +391,73 @@ def deepstream(
     run_deepstream(model, out, DeepStreamOptions(sources=sources, precision=precision))
 
 
+def _click_exceptions():
+    try:  # typer >= 0.2x carries its own copy of click
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _fail(message: str, code: int) -> None:
+    """One `error:` line (credentials in URLs hidden), then exit with `code`."""
+    from dualkd_edge.stream.sources import redact
+
+    print(f"error: {redact(' '.join(message.split()))}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _usage_error(exc) -> str:
+    """Click's usage error (bad number, missing argument, unknown option) as one line naming it."""
+    where = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) is not None else ""
+    return f"{exc.format_message()}{where}"
+
+
+def _raise_terminated(signum, frame) -> None:  # noqa: ANN001 - the signal module's signature
+    from dualkd_edge.errors import Terminated
+
+    raise Terminated()
+
+
 def main() -> None:
+    """Every failure ends as one line on stderr: `error: ...` and exit 2 for what the user gave us
+    (arguments, files, output locations: any OSError lands here as a last line of defence),
+    130 for Ctrl-C, 143 for SIGTERM (after the same clean-up as Ctrl-C)."""
+    import signal
+
+    from dualkd_edge.errors import Terminated
+    from dualkd_edge.outputs import describe_os_error
+
     # Our messages at INFO; third-party libraries (quantization tools, timm) only from WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("dualkd_edge").setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    click_errors = _click_exceptions()
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="dualkd-edge")
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
     except ModuleNotFoundError as exc:
         if exc.name != "cv2":
             raise
         # Not a base dependency on aarch64 Linux, where a Jetson's OpenCV comes with JetPack (pyproject.toml).
-        print("error: OpenCV (cv2) is not installed: on a Jetson use JetPack's (python3-opencv; a venv made with "
-              "--system-site-packages sees it), elsewhere pip install 'dualkd-edge[opencv]'", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        _fail("OpenCV (cv2) is not installed: on a Jetson use JetPack's (python3-opencv; a venv made with "
+              "--system-site-packages sees it), elsewhere pip install 'dualkd-edge[opencv]'", 2)
+    except OSError as exc:
+        _fail(describe_os_error(exc), 2)
+    except click_errors.NoArgsIsHelpError:
+        sys.exit(2)  # the help was shown
+    except click_errors.UsageError as exc:
+        _fail(_usage_error(exc), 2)
+    except click_errors.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(Terminated.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

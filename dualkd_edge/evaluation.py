@@ -41,7 +41,9 @@ class EvalReport:
     rows: dict[str, dict[str, float | None]] = field(default_factory=dict)  # category -> metrics
     records: list[ImageRecord] = field(default_factory=list)
     images_per_second: float = 0.0
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # unreadable images
+    # images left out of the pixel metrics: "path (why)", e.g. a defect whose mask is empty or broken
+    pixel_skipped: list[str] = field(default_factory=list)
     threshold: float = 0.5
 
     def mean_row(self) -> dict[str, float | None]:
@@ -73,6 +75,24 @@ def image_metrics(records: list[ImageRecord]) -> dict[str, float | None]:
         "local_auroc": _safe(metrics.image_auroc, labels, np.array([r.local_score for r in records])),
         "semantic_auroc": _safe(metrics.image_auroc, labels, np.array([r.semantic_score for r in records])),
     }
+
+
+def ground_truth(sample: Sample, shape: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """The sample's defect mask at the map's size, or (None, why) when it cannot be known. A good
+    image without a mask is all normal; a defective one without a readable mask (missing, empty,
+    broken file) is NOT taken as defect-free: it would count its defect as normal pixels."""
+    if sample.mask_path is None:
+        if sample.label == 0:
+            return np.zeros(shape, bool), ""
+        return None, "no mask"
+    mask = read_mask(sample.mask_path)
+    if mask is None:
+        return None, f"unreadable mask {sample.mask_path.name}"
+    if mask.shape != shape:
+        import cv2
+
+        mask = cv2.resize(mask.astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+    return mask, ""
 
 
 def evaluate(detector: Detector, categories: list[Category], batch_size: int = 8,
@@ -107,19 +127,20 @@ def evaluate(detector: Detector, categories: list[Category], batch_size: int = 8
             report.records.append(ImageRecord(str(s.path), s.category, s.defect, s.label, p.score,
                                               p.local_score, p.semantic_score, p.is_anomaly, p.score_logit))
             if has_masks[s.category]:
-                mask = read_mask(s.mask_path) if s.mask_path else None
+                mask, why = ground_truth(s, p.anomaly_map.shape)
                 if mask is None:
-                    mask = np.zeros(img.shape[:2], bool)
-                if mask.shape != p.anomaly_map.shape:
-                    import cv2
-
-                    mask = cv2.resize(mask.astype(np.uint8), p.anomaly_map.shape[::-1],
-                                      interpolation=cv2.INTER_NEAREST).astype(bool)
+                    log.warning("pixel metrics leave out %s: %s", s.path, why)
+                    report.pixel_skipped.append(f"{s.path} ({why})")
+                    continue
                 # Only the part the model saw counts (a crop leaves the border unscored), as
                 # Dinomaly crops its masks.
                 y0, y1, x0, x1 = scored_box(detector.meta.input, *p.anomaly_map.shape)
                 pixel[s.category].update(mask[y0:y1, x0:x1], p.anomaly_map[y0:y1, x0:x1])
     bar.close()
+    if not report.records:
+        from dualkd_edge.errors import UserError
+
+        raise UserError(f"DATA: none of the {len(samples)} test images could be read (e.g. {report.skipped[0]})")
     report.images_per_second = len(report.records) / t_model if t_model > 0 else 0.0
     for c in categories:
         recs = [r for r in report.records if r.category == c.name]

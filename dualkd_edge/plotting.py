@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from dualkd_edge.errors import MissingDependencyError, UserError
-from dualkd_edge.fileio import atomic_path
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -29,10 +28,19 @@ def pyplot(option: str):
     return plt
 
 
-def save_figure(fig, out: Path) -> None:
+def save_figure(fig, out: Path, option: str = "--plot") -> None:
+    """Render in memory, then write atomically; a picture that cannot be written is kept in the
+    fallback folder (outputs.write_result) and the error says where."""
+    import io
+
     import matplotlib.pyplot as plt
 
+    from dualkd_edge.outputs import write_result
+
     out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format=out.suffix.lstrip(".").lower())
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=100, format=out.suffix.lstrip(".").lower())
+    finally:
+        plt.close(fig)
+    write_result(out, buf.getvalue(), option)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 from dualkd_edge.errors import UserError
 from dualkd_edge.metadata import IMAGENET_MEAN, IMAGENET_STD, InputSpec
@@ -84,13 +84,28 @@ class Preset:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preset":
+    def from_dict(cls, d: dict | str, source: str = "metadata") -> "Preset":
+        """The preset an artifact records (in full, so that it loads whatever presets exist now).
+        A bare name is looked up among the built-in presets; anything else is a clear error."""
+        if isinstance(d, str):
+            if d in PRESETS:
+                return PRESETS[d]
+            raise UserError(f"{source}: preset {d!r} does not exist; expected one of {', '.join(PRESETS)} "
+                            "or a full preset description")
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: 'preset' must be a preset description, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}  # older artifacts may carry retired fields ("extra")
-        d["layer_groups"] = tuple(tuple(g) for g in d["layer_groups"])
-        d["mean"] = tuple(d["mean"])
-        d["std"] = tuple(d["std"])
-        return cls(**d)
+        try:
+            d["layer_groups"] = tuple(tuple(g) for g in d["layer_groups"])
+            d["mean"] = tuple(d.get("mean", IMAGENET_MEAN))
+            d["std"] = tuple(d.get("std", IMAGENET_STD))
+            return cls(**d)
+        except (KeyError, TypeError, ValueError) as exc:
+            required = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
+            detail = f"missing {', '.join(required)}" if required else f"{type(exc).__name__}: {exc}"
+            raise UserError(f"{source}: preset {d.get('name', '?')!r} is not a usable preset description "
+                            f"({detail}); built-in presets: {', '.join(PRESETS)}") from None
 
 
 PRESETS: dict[str, Preset] = {

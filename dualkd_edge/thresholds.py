@@ -41,5 +41,12 @@ def tune_threshold(model_path: Path, report, max_fpr: float | None) -> Threshold
     except ValueError as exc:
         raise UserError(f"--tune-threshold: {exc} in DATA's test split") from None
     new = probability_threshold(logit_threshold, logits, np.array([r.score for r in report.records]))
-    old = update_threshold(model_path, new)
+    try:
+        old = update_threshold(model_path, new)
+    except OSError as exc:
+        from dualkd_edge.outputs import ResultNotWritten, describe_os_error
+
+        raise ResultNotWritten(f"--tune-threshold: could not store the tuned threshold {new:.6f} ({how}) in "
+                               f"{model_path} ({describe_os_error(exc)}); the model is unchanged: pass "
+                               f"--threshold {new:.6f} to infer, or tune again once it is writable") from None
     return ThresholdChange(Path(model_path), old, new, how)

@@ -45,3 +45,58 @@ def dynamic_onnx(trained_run, tmp_path_factory) -> Path:
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
 
     return export_onnx(trained_run, tmp_path_factory.mktemp("onnx") / "m.onnx", ExportOptions(batch="dynamic")).path
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A factory of real tmpfs mounts of a given size (KiB), unmounted after the test: a full disk
+    is a real full disk. Needs root (and a kernel that lets us mount); skipped otherwise."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs (a real full disk) needs root")
+    mounts = []
+
+    def mount(size_kib: int, name: str = "fs") -> Path:
+        point = tmp_path / f"{name}{len(mounts)}"
+        point.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounts):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path, request):
+    """(folder, seal): put files into `folder`, then `seal()` makes it read-only for real: a tmpfs
+    remounted read-only where the tests run as root (root ignores permission bits), else the
+    folder and its files chmod-ed to read-only."""
+    import os
+    import stat
+    import subprocess
+
+    if os.geteuid() == 0:
+        folder = request.getfixturevalue("tmpfs")(65536, "ro")  # room for a model
+
+        def seal() -> Path:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+            return folder
+    else:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+
+        def seal() -> Path:
+            for p in folder.rglob("*"):
+                p.chmod(stat.S_IMODE(p.stat().st_mode) & ~0o222)
+            folder.chmod(0o555)
+            return folder
+
+        request.addfinalizer(lambda: folder.chmod(0o755))
+    return folder, seal

@@ -115,3 +115,39 @@ def noisy_or(p_local, p_semantic):
 def noisy_or_nll(d_local: float, d_semantic: float, tau_local: float, tau_semantic: float) -> float:
     """-log P(normal) with p_k = 1 - exp(-d_k / tau_k)."""
     return d_local / tau_local + d_semantic / tau_semantic
+
+
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The real `dualkd-edge` entry point (cli.main) in this process: no interpreter start-up, for
+    the many checks that stop before any work. Returns what `run_cli` returns."""
+    import signal
+
+    from dualkd_edge.cli import main
+
+    argv, on_term = sys.argv, signal.getsignal(signal.SIGTERM)
+    sys.argv = ["dualkd-edge", *map(str, args)]
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGTERM, on_term)  # main() installs its own
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
+def fill_disk(folder: Path, leave_kib: int = 0) -> Path:
+    """Fill the filesystem of `folder` (a small tmpfs) with one file, then free about `leave_kib`."""
+    filler = folder / "filler.bin"
+    block = b"\0" * 4096
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError:
+            pass
+    size = filler.stat().st_size
+    os.truncate(filler, max(0, size - leave_kib * 1024))
+    return filler

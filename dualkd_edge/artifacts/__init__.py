@@ -17,11 +17,12 @@ from dualkd_edge.artifacts.kinds import (
     ArtifactKind,
     LoadOptions,
     kind_of,
+    metadata_file,
     open_backend,
     read_metadata,
     update_threshold,
 )
 
 __all__ = ["ENGINE", "ENGINE_SUFFIXES", "INPUT_NAME", "KINDS", "ONNX", "OUTPUT_NAMES", "REQUIRED_OUTPUTS", "RUN",
-           "ArtifactKind", "LoadOptions", "kind_of", "model_outputs", "open_backend", "read_metadata",
+           "ArtifactKind", "LoadOptions", "kind_of", "metadata_file", "model_outputs", "open_backend", "read_metadata",
            "update_threshold"]

@@ -4,6 +4,7 @@ backends and the CLI all go through it (in the spirit of Ultralytics' export_for
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +46,10 @@ class ArtifactKind(ABC):
     def read_metadata(self, path: Path) -> ArtifactMetadata: ...
 
     @abstractmethod
+    def metadata_file(self, path: Path) -> Path:
+        """The file that holds the metadata (what a threshold update rewrites)."""
+
+    @abstractmethod
     def write_metadata(self, path: Path, meta: ArtifactMetadata) -> None: ...
 
     @abstractmethod
@@ -62,6 +67,11 @@ class RunDirectory(ArtifactKind):
 
     def matches(self, path: Path) -> bool:
         return path.is_dir()
+
+    def metadata_file(self, path: Path) -> Path:
+        from dualkd_edge.artifacts.run_dirs import META_FILE
+
+        return path / META_FILE
 
     def read_metadata(self, path: Path) -> ArtifactMetadata:
         from dualkd_edge.artifacts.run_dirs import read_run_metadata
@@ -86,6 +96,9 @@ class OnnxFile(ArtifactKind):
 
     def matches(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() in self.suffixes
+
+    def metadata_file(self, path: Path) -> Path:
+        return path
 
     def read_metadata(self, path: Path) -> ArtifactMetadata:
         from dualkd_edge.artifacts.onnx_files import load_onnx_model, onnx_metadata
@@ -117,6 +130,11 @@ class TensorRTEngine(ArtifactKind):
 
     def matches(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() in self.suffixes
+
+    def metadata_file(self, path: Path) -> Path:
+        from dualkd_edge.artifacts.engines import sidecar_path
+
+        return sidecar_path(path)
 
     def read_metadata(self, path: Path) -> ArtifactMetadata:
         from dualkd_edge.artifacts.engines import read_sidecar, sidecar_path
@@ -156,13 +174,28 @@ def read_metadata(path: str | Path) -> ArtifactMetadata:
     return kind_of(path).read_metadata(Path(path))
 
 
+def metadata_file(path: str | Path) -> Path:
+    """The file a metadata update of `path` rewrites: through symlinks (`current.onnx -> v1.onnx`
+    updates v1.onnx and keeps the link)."""
+    real = Path(os.path.realpath(path))
+    return kind_of(path).metadata_file(real)
+
+
 def update_threshold(path: str | Path, threshold: float) -> float:
-    """Write a new decision threshold into the artifact's metadata; return the old one."""
+    """Write a new decision threshold into the artifact's metadata; return the old one.
+
+    A symlinked artifact is updated where it points (the link stays); the file keeps its mode and
+    owner; the metadata is read again under an exclusive lock on its file, so two updates at the
+    same time are applied one after the other and neither is lost."""
+    from dualkd_edge.fileio import locked
+
     kind = kind_of(path)
-    meta = kind.read_metadata(Path(path))
-    old = meta.threshold
-    meta.threshold = float(threshold)
-    kind.write_metadata(Path(path), meta)
+    real = Path(os.path.realpath(path))
+    with locked(kind.metadata_file(real)):
+        meta = kind.read_metadata(real)
+        old = meta.threshold
+        meta.threshold = float(threshold)
+        kind.write_metadata(real, meta)
     return old
 
 

@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 
 from dualkd_edge.bench.timing import paired_speedup
-from dualkd_edge.fileio import write_bytes_atomic, write_json_atomic
 from dualkd_edge.tables import markdown_table, text_table
 
 HEADERS = ["model", "backend", "batch", "mean ms", "std", "p50 ms", "p90", "p99 ms", "max", "p99/p50", "img/s",
@@ -103,13 +102,19 @@ def to_csv(report: dict) -> str:
 
 def write_reports(report: dict, json_out: Path | None, csv_out: Path | None, markdown_out: Path | None,
                   plot_out: Path | None) -> None:
-    if json_out:
-        write_json_atomic(json_out, report)
-    if csv_out:
-        write_bytes_atomic(csv_out, to_csv(report).encode())
-    if markdown_out:
-        write_bytes_atomic(markdown_out, to_markdown(report).encode())
+    """Every report asked for; one that cannot be written is kept in the fallback folder and
+    reported (outputs.ResultNotWritten) once the others are written."""
+    from dualkd_edge.fileio import json_bytes
+    from dualkd_edge.outputs import ResultWrites, write_result
+
+    results = ResultWrites()
+    for option, path, render in (("--json", json_out, lambda: json_bytes(report)),
+                                 ("--csv", csv_out, lambda: to_csv(report).encode()),
+                                 ("--markdown", markdown_out, lambda: to_markdown(report).encode())):
+        if path:
+            results.run(lambda option=option, path=path, render=render: write_result(path, render(), option))
     if plot_out:
         from dualkd_edge.bench.plot import plot
 
-        plot(report, plot_out)
+        results.run(lambda: plot(report, plot_out))
+    results.finish()

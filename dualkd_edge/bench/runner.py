@@ -15,6 +15,7 @@ from dualkd_edge.artifacts import LoadOptions
 from dualkd_edge.bench.stats import LatencyStats
 from dualkd_edge.bench.timing import Contender, backend_contender, time_side_by_side
 from dualkd_edge.errors import UserError
+from dualkd_edge.stream.sources import redact
 
 if TYPE_CHECKING:
     from dualkd_edge.detector import Detector
@@ -98,7 +99,7 @@ def model_gmacs(path: Path, meta) -> float | None:
         from dualkd_edge.model.complexity import count_model
         from dualkd_edge.presets import Preset
 
-        return count_model(Preset.from_dict(meta.preset))["gmacs"]
+        return count_model(Preset.from_dict(meta.preset, str(path)))["gmacs"]
     except ImportError:
         return None
 
@@ -159,7 +160,7 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
     rows = [results[name, b] for name, _, _ in opened for b in opts.batches]
     return {"machine": machine, "options": {"batches": opts.batches, "warmup": opts.warmup, "iters": opts.iters,
                                             "min_time": opts.min_time, "threads": opts.load.threads,
-                                            "providers": opts.load.providers, "source": opts.source,
+                                            "providers": opts.load.providers, "source": redact(opts.source) if opts.source else None,
                                             "timing": "models and the reference matmul timed in alternating rounds"},
             "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy, "triton": servers}
 

@@ -18,6 +18,10 @@ def parse_batches(text: str) -> list[int]:
     return values
 
 
+def _local_file(source: str | None) -> Path | None:
+    return Path(source) if source and Path(source).exists() else None
+
+
 @dataclass
 class BenchOutputs:
     json: Path | None = None
@@ -30,11 +34,15 @@ def run_bench(models: list[Path], opts, outputs: BenchOutputs) -> dict:
     """`opts`: bench.runner.BenchOptions."""
     from dualkd_edge.bench.report import to_text, write_reports
     from dualkd_edge.bench.runner import bench_models
+    from dualkd_edge.outputs import check_outputs
 
     if outputs.plot is not None:
         from dualkd_edge.plotting import check_plot_request
 
         check_plot_request("--plot", outputs.plot)
+    check_outputs(files={"--json": outputs.json, "--csv": outputs.csv, "--markdown": outputs.markdown,
+                         "--plot": outputs.plot}, inputs={"MODEL": models, "--val": opts.val,
+                                                          "--source": _local_file(opts.source)})
     report = bench_models([Path(m) for m in models], opts)
     print(to_text(report))
     write_reports(report, outputs.json, outputs.csv, outputs.markdown, outputs.plot)

@@ -25,6 +25,14 @@ def run_build(model: Path, out: Path, opts, print_trtexec: bool) -> int:
         raise UserError(f"--out: expected an engine file name ending in {', '.join(ENGINE_SUFFIXES)}, got {out}")
     if opts.calib is not None and not opts.calib.is_dir():
         raise UserError(f"--calib: not a folder: {opts.calib}")
+    from dualkd_edge.artifacts.engines import sidecar_path
+    from dualkd_edge.outputs import check_outputs
+
+    rejected = out.with_name(f"{out.stem}.rejected{out.suffix}")
+    # The timing and calibration caches are read and written: they may not be the model either.
+    check_outputs(files={"--out": out, "--out (its sidecar)": sidecar_path(out), "--out (a rejected engine)": rejected,
+                         "--timing-cache": opts.timing_cache, "--calib-cache": opts.calib_cache},
+                  inputs={"MODEL": model, "--calib": opts.calib})
     proto = load_onnx_model(model)
     meta = onnx_metadata(proto, model)
     if print_trtexec:

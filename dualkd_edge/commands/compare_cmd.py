@@ -20,7 +20,7 @@ def run_compare(models: list[Path], images: Path, atol: float | None = None, max
         comparison_images,
     )
     from dualkd_edge.detector import Detector
-    from dualkd_edge.fileio import write_json_atomic
+    from dualkd_edge.fileio import json_bytes
 
     if len(models) < 2:
         raise UserError("compare: give at least two models (A B [C ...]); each is compared with the first")
@@ -33,6 +33,9 @@ def run_compare(models: list[Path], images: Path, atol: float | None = None, max
         raise UserError(f"--max-disagree: expected a share in [0, 1], got {max_disagree}")
     if max_images < 1:
         raise UserError(f"--max-images: must be >= 1, got {max_images}")
+    from dualkd_edge.outputs import check_outputs, write_result
+
+    check_outputs(files={"--json": json_out}, inputs={"MODEL": models, "--images": images})
     pictures, labels = comparison_images(images, max_images)
     with ExitStack() as stack:
         dets = [stack.enter_context(Detector.load(m, device=device, providers=providers, onnx=onnx,
@@ -46,6 +49,6 @@ def run_compare(models: list[Path], images: Path, atol: float | None = None, max
     for r in results:
         print(r.format())
     if json_out is not None:
-        write_json_atomic(json_out, {"images": str(images), "labelled": labels is not None,
-                                     "comparisons": [r.to_dict() for r in results]})
+        write_result(json_out, json_bytes({"images": str(images), "labelled": labels is not None,
+                                           "comparisons": [r.to_dict() for r in results]}), "--json")
     return 0 if all(r.passed for r in results) else 1

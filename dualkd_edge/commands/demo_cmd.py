@@ -18,6 +18,9 @@ MARKER = ".dualkd-edge-demo"
 
 def prepare_out(out: Path) -> None:
     """The demo owns its folder: reuse one it made before, refuse to clobber anything else."""
+    from dualkd_edge.outputs import check_outputs
+
+    check_outputs(folders={"--out": out})
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise UserError(f"--out: {out} exists and was not made by `dualkd-edge demo`; choose an empty folder")
     if out.exists():

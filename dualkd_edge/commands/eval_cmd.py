@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,8 @@ from dualkd_edge.data.discovery import Category, discover_all
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
 from dualkd_edge.evaluation import EvalReport, evaluate
-from dualkd_edge.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from dualkd_edge.fileio import json_bytes
+from dualkd_edge.outputs import ResultWrites, check_outputs, not_written, write_result
 from dualkd_edge.tables import markdown_table, text_table
 
 if TYPE_CHECKING:
@@ -47,18 +49,20 @@ def report_rows(reports: list[EvalReport]) -> tuple[list[str], list[list[object]
 
 def report_json(reports: list[EvalReport]) -> dict:
     return {"models": [{"model": r.model, "threshold": r.threshold, "images_per_second": r.images_per_second,
-                        "categories": r.rows, "mean": r.mean_row(), "skipped": r.skipped} for r in reports]}
+                        "categories": r.rows, "mean": r.mean_row(), "skipped": r.skipped,
+                        "pixel_skipped": r.pixel_skipped} for r in reports]}
 
 
-def write_per_image_csv(path: Path, reports: list[EvalReport]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "path", "category", "defect", "label", "score", "score_logit", "local_score",
-                    "semantic_score", "is_anomaly"])
-        for rep in reports:
-            for r in rep.records:
-                w.writerow([rep.model, r.path, r.category, r.defect, r.label, f"{r.score:.6f}", f"{r.score_logit:.6f}",
-                            f"{r.local_score:.6f}", f"{r.semantic_score:.6f}", int(r.is_anomaly)])
+def per_image_csv(reports: list[EvalReport]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model", "path", "category", "defect", "label", "score", "score_logit", "local_score",
+                "semantic_score", "is_anomaly"])
+    for rep in reports:
+        for r in rep.records:
+            w.writerow([rep.model, r.path, r.category, r.defect, r.label, f"{r.score:.6f}", f"{r.score_logit:.6f}",
+                        f"{r.local_score:.6f}", f"{r.semantic_score:.6f}", int(r.is_anomaly)])
+    return buf.getvalue().encode()
 
 
 def save_worst_overlays(out_dir: Path, detector: Detector, painter: OverlayPainter, report: EvalReport, worst: int,
@@ -133,10 +137,22 @@ class EvalRequest:
             from dualkd_edge.plotting import check_plot_request
 
             check_plot_request("--plot", self.plot)
+        self.check_outputs()
+
+    def check_outputs(self) -> None:
+        """Before the evaluation: every result can be written, and none lands on an input."""
+        from dualkd_edge.artifacts import metadata_file
+
+        check_outputs(files={"--json": self.json_out, "--markdown": self.markdown_out, "--per-image": self.per_image,
+                             "--plot": self.plot}, folders={"--save-overlays": self.overlays},
+                      inputs={"MODEL": self.models, "DATA": self.data})
+        if self.tune:
+            check_outputs(files={"--tune-threshold": metadata_file(self.models[0])})
 
 
-def evaluate_model(req: EvalRequest, model_path: Path, categories: list[Category]) -> EvalReport:
-    """One model over the test splits, with its worst cases drawn when asked."""
+def evaluate_model(req: EvalRequest, model_path: Path, categories: list[Category], results: ResultWrites) -> EvalReport:
+    """One model over the test splits, with its worst cases drawn when asked (a failure to write
+    them is collected in `results`, not allowed to lose the evaluation)."""
     with Detector.load(model_path, options=req.load.for_path(model_path)) as det:
         painter = None
         if req.overlays is not None:
@@ -148,27 +164,42 @@ def evaluate_model(req: EvalRequest, model_path: Path, categories: list[Category
         rep = evaluate(det, categories, batch_size=req.batch_size, progress=req.progress)
         rep.model = str(model_path)
         if painter is not None:
-            n = save_worst_overlays(req.overlays, det, painter, rep, req.worst, req.save_masks)
-            log.info("wrote %d overlays to %s", n, req.overlays)
+            def draw() -> None:
+                try:
+                    n = save_worst_overlays(req.overlays, det, painter, rep, req.worst, req.save_masks)
+                except OSError as exc:
+                    raise not_written("--save-overlays", Path(exc.filename or req.overlays), exc) from None
+                log.info("wrote %d overlays to %s", n, req.overlays)
+
+            results.run(draw)
     return rep
 
 
-def write_outputs(req: EvalRequest, reports: list[EvalReport]) -> None:
+def write_outputs(req: EvalRequest, reports: list[EvalReport], results: ResultWrites) -> None:
+    """The table, then every result file; one that cannot be written is kept in the fallback
+    folder and reported once all others are written."""
     headers, rows = report_rows(reports)
     print(text_table(headers, rows))
     if reports[0].skipped:
         print(f"skipped {len(reports[0].skipped)} unreadable image(s): {', '.join(reports[0].skipped[:5])}")
-    if req.json_out:
-        write_json_atomic(req.json_out, report_json(reports))
-    if req.markdown_out:
-        write_bytes_atomic(req.markdown_out, (markdown_table(headers, rows) + "\n").encode())
-    if req.per_image:
-        write_per_image_csv(req.per_image, reports)
+    for rep in reports:
+        if rep.pixel_skipped:
+            print(f"{rep.model}: pixel metrics leave out {len(rep.pixel_skipped)} image(s) without a readable "
+                  f"ground-truth mask: {', '.join(rep.pixel_skipped[:5])}")
+    files = {"--json": (req.json_out, lambda: json_bytes(report_json(reports))),
+             "--markdown": (req.markdown_out, lambda: (markdown_table(headers, rows) + "\n").encode()),
+             "--per-image": (req.per_image, lambda: per_image_csv(reports))}
+    for option, (path, content) in files.items():
+        if path is not None:
+            results.run(lambda option=option, path=path, content=content: write_result(path, content(), option))
     if req.plot:
         from dualkd_edge.eval_plot import plot_eval
 
-        plot_eval(reports, req.plot)
-        print(f"plot written to {req.plot}")
+        def plot() -> None:
+            plot_eval(reports, req.plot)
+            print(f"plot written to {req.plot}")
+
+        results.run(plot)
 
 
 def run(req: EvalRequest) -> list[EvalReport]:
@@ -176,8 +207,10 @@ def run(req: EvalRequest) -> list[EvalReport]:
 
     req.validate()
     categories = load_categories(req.data, req.normal_classes)
-    reports = [evaluate_model(req, Path(m), categories) for m in req.models]
-    write_outputs(req, reports)
+    results = ResultWrites()
+    reports = [evaluate_model(req, Path(m), categories, results) for m in req.models]
+    write_outputs(req, reports, results)
     if req.tune:
-        print(tune_threshold(req.models[0], reports[0], req.max_fpr))
+        results.run(lambda: print(tune_threshold(req.models[0], reports[0], req.max_fpr)))
+    results.finish()
     return reports

@@ -10,10 +10,13 @@ from dualkd_edge.errors import UserError
 
 def run_export(run_dir: Path, out: Path, opts) -> None:
     from dualkd_edge.export.onnx_export import export_onnx, format_differences
+    from dualkd_edge.outputs import check_outputs, writing
 
     if out.suffix.lower() != ".onnx":
         raise UserError(f"--out: expected a .onnx file name, got {out}")
-    result = export_onnx(run_dir, out, opts)
+    check_outputs(files={"--out": out}, inputs={"RUN": run_dir})
+    with writing("--out", out):  # a disk that fills up during the export
+        result = export_onnx(run_dir, out, opts)
     size_mb = out.stat().st_size / 1e6
     print(f"exported {out} ({size_mb:.1f} MB, {opts.precision}, input {opts.input_dtype}, batch {opts.batch}, "
           f"opset {opts.opset}) in {result.seconds:.1f} s")
@@ -49,10 +52,17 @@ class QuantizeRequest:
             raise UserError(f"--max-drop: must be >= 0 points, got {self.max_drop}")
         if self.max_disagree is not None and not 0 <= self.max_disagree <= 1:
             raise UserError(f"--max-disagree: expected a share in [0, 1], got {self.max_disagree}")
-        if self.out.exists() and self.model.exists() and self.out.resolve() == self.model.resolve():
-            raise UserError(f"--out: {self.out} is the FP32 input itself; write the INT8 model to another file")
         if self.val is None and (self.method == "auto" or self.keep_float == "auto"):
             raise UserError("--method auto / --keep-float auto choose by accuracy: give labelled data with --val DATA")
+        from dualkd_edge.outputs import check_outputs
+
+        # A rejected candidate goes beside --out: neither may land on an input.
+        check_outputs(files={"--out": self.out, "--out (a rejected candidate)": self.rejected},
+                      inputs={"the FP32 input": self.model, "--calib": self.calib, "--val": self.val})
+
+    @property
+    def rejected(self) -> Path:
+        return self.out.with_name(self.out.stem + ".rejected.onnx")
 
     @property
     def methods(self) -> list[str]:
@@ -70,10 +80,11 @@ def run_quantize(req: QuantizeRequest) -> int:
     import tempfile
 
     from dualkd_edge.compile.quantize import QuantizationSession, QuantizeOptions
+    from dualkd_edge.fileio import staging_path
 
     req.validate()
     out = req.out
-    candidate = out.with_name(f".{out.stem}.candidate.onnx")
+    candidate = staging_path(out, "candidate")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             session = QuantizationSession(req.model, QuantizeOptions(req.calib, req.methods[0], req.samples, req.target,
@@ -89,7 +100,7 @@ def run_quantize(req: QuantizeRequest) -> int:
             candidate.replace(out)
             print(f"written to {out}")
             return 0
-        rejected = out.with_name(out.stem + ".rejected.onnx")
+        rejected = req.rejected
         candidate.replace(rejected)
         kept = f"; {out} was left as it was" if out.exists() else ""
         print(f"accuracy gate: FAILED; the candidate was moved to {rejected}{kept}")
@@ -100,12 +111,14 @@ def run_quantize(req: QuantizeRequest) -> int:
 
 def _quantize_ungated(req: QuantizeRequest, session, candidate: Path) -> bool:
     from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
+    from dualkd_edge.outputs import writing
     from dualkd_edge.compile.accuracy_gate import agreement_on_images
     from dualkd_edge.compile.layer_groups import resolve_group_names
 
     mode = req.keep_float_mode
     kept = set() if mode == "none" else resolve_group_names(session.pre_proto, mode.split(","))
-    save_onnx_atomic(session.candidate(req.methods[0], kept), candidate)
+    with writing("--out", req.out):
+        save_onnx_atomic(session.candidate(req.methods[0], kept), candidate)
     comparison = agreement_on_images(req.model, candidate, session.images[:64], str(req.out))
     print("FP32 vs INT8 on calibration images (no --val given, so not gated; pass --val DATA to gate):")
     print(comparison.format())
@@ -114,6 +127,7 @@ def _quantize_ungated(req: QuantizeRequest, session, candidate: Path) -> bool:
 
 def _quantize_with_gate(req: QuantizeRequest, session, candidate: Path) -> bool:
     from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
+    from dualkd_edge.outputs import writing
     from dualkd_edge.comparison import INT8_MAX_DISAGREE
     from dualkd_edge.compile.layer_groups import resolve_group_names
     from dualkd_edge.compile.mixed_precision import MixedPrecisionSearch
@@ -136,7 +150,8 @@ def _quantize_with_gate(req: QuantizeRequest, session, candidate: Path) -> bool:
         if result.sensitivity:
             print("sensitivity (error in calibration sigmas with only that group in INT8): " + ", ".join(
                 f"{name} {err:.3f}" for name, err in result.sensitivity))
-    save_onnx_atomic(session.candidate(chosen.method, set(chosen.kept_float)), candidate)
+    with writing("--out", req.out):
+        save_onnx_atomic(session.candidate(chosen.method, set(chosen.kept_float)), candidate)
     print_gate(chosen.gate)
     kept = ", ".join(chosen.kept_float) or "none"
     print(f"chosen: {chosen.method}, kept in {session.opts.float_precision}: {kept} "

@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
+from dualkd_edge.commands.signals import stop_on_signals
 from dualkd_edge.errors import UserError
-from dualkd_edge.fileio import write_json_atomic
-
-log = logging.getLogger("dualkd_edge")
 
 
-@contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM (what `systemctl stop` sends) call `stop` instead of killing the run, so
-    the frames in flight finish, files are closed and the summary is written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(signum, _frame) -> None:  # noqa: ANN001 - the signal module's signature
-        log.warning("received %s: stopping after the frames in flight", signal.Signals(signum).name)
-        stop()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def source_files(specs) -> list[Path]:
+    """The files a run reads (images, videos), which no output may overwrite."""
+    return [f for s in specs for f in s.files] + [Path(s.target) for s in specs if s.kind == "video"]
 
 
 def open_detector(model, load, threshold: float | None):
@@ -47,8 +25,11 @@ def open_detector(model, load, threshold: float | None):
 
 
 def run_infer(model, source: str, opts, load, threshold: float | None = None, line=None) -> int:
-    """Exit code: 0, or 1 when a source failed or a stream was lost for good. `load`: LoadOptions;
-    `model`: a Path, or a Triton endpoint; `line`: LineOptions (MQTT, Modbus, webhook, dashboard)."""
+    """Exit code: 0; 1 when a source failed, was lost for good or gave nothing usable; 2 (an
+    error) when an output failed: the run then stops, and says what it kept. `model`: a Path, or a
+    Triton endpoint; `line`: LineOptions (MQTT, Modbus, webhook, dashboard)."""
+    from dualkd_edge.fileio import json_bytes
+    from dualkd_edge.outputs import ResultNotWritten, check_outputs, write_result
     from dualkd_edge.stream.line_outputs import LineOptions
     from dualkd_edge.stream.pipeline import StreamRunner
     from dualkd_edge.stream.sources import parse_source
@@ -59,18 +40,14 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     if threshold is not None and not 0 <= threshold <= 1:
         raise UserError(f"--threshold: expected a probability in [0, 1], got {threshold}")
     specs = parse_source(source)
+    folders, appends = opts.output_locations()
+    inputs = {"SOURCE": [Path(s.target) for s in specs if s.kind == "images"] + source_files(specs)}
+    if isinstance(model, Path):
+        inputs["MODEL"] = model
+    check_outputs(folders=folders, appends=appends, inputs=inputs)
     with open_detector(model, load, threshold) as det:
-        line_sinks = line.open_sinks(det.name, det.threshold)
-        try:
-            runner = StreamRunner(det, specs, opts, opts.sinks() + line_sinks)
-        except BaseException:
-            for sink in line_sinks:
-                sink.close()
-            raise
-        for sink in line_sinks:
-            if hasattr(sink, "bind"):  # the dashboard shows the capture threads' and the other sinks' counts
-                sink.bind(runner)
-        with stop_on_signals(runner.request_stop):
+        runner = start_runner(det, specs, opts, line)
+        with stop_on_signals(lambda _name: runner.request_stop()):
             summary = runner.run()
         record = summary.to_dict()
         print(summary.format())
@@ -79,7 +56,32 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
 
             record["triton"] = det.backend.server_report()
             print(format_server_report(record["triton"]))
+    problems = list(summary.output_errors)
     if opts.out is not None:
-        write_json_atomic(opts.out / "summary.json", record)
-        print(f"summary written to {opts.out / 'summary.json'}")
+        try:
+            write_result(opts.out / "summary.json", json_bytes(record), "--out")
+            print(f"summary written to {opts.out / 'summary.json'}")
+        except ResultNotWritten as exc:
+            problems.append(str(exc))
+    if problems:
+        raise UserError("; ".join(problems))
     return 1 if summary.errors else 0
+
+
+def start_runner(det, specs, opts, line):
+    """The stream runner with the file sinks and the line-side ones (closed again if it cannot start)."""
+    from dualkd_edge.stream.pipeline import StreamRunner
+    from dualkd_edge.stream.sinks import new_run_id
+
+    run_id = new_run_id()
+    line_sinks = line.open_sinks(det.name, det.threshold)
+    try:
+        runner = StreamRunner(det, specs, opts, opts.sinks(run_id) + line_sinks, run_id=run_id)
+    except BaseException:
+        for sink in line_sinks:
+            sink.close()
+        raise
+    for sink in line_sinks:
+        if hasattr(sink, "bind"):  # the dashboard shows the capture threads' and the other sinks' counts
+            sink.bind(runner)
+    return runner

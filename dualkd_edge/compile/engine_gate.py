@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dualkd_edge.fileio import write_bytes_atomic
+from dualkd_edge.fileio import staging_path, write_bytes_atomic
 
 log = logging.getLogger("dualkd_edge")
 
@@ -53,7 +53,7 @@ def install_engine(serialized: bytes, engine_path: Path, sidecar: dict, onnx_pat
     from dualkd_edge.runtime.onnx_backend import OnnxRuntimeBackend
     from dualkd_edge.runtime.tensorrt_backend import TensorRTBackend
 
-    staging = engine_path.with_name(f".{engine_path.stem}.unverified{engine_path.suffix}")
+    staging = staging_path(engine_path, "unverified")
     write_bytes_atomic(staging, serialized)
     write_sidecar(staging, sidecar)
     try:

@@ -22,6 +22,7 @@ from dualkd_edge.comparison import (
     format_differences,
 )
 from dualkd_edge.errors import UserError
+from dualkd_edge.fileio import staging_path
 from dualkd_edge.metadata import ArtifactMetadata
 
 log = logging.getLogger("dualkd_edge")
@@ -182,7 +183,7 @@ def export_onnx(run_dir: Path, out: Path, opts: ExportOptions) -> ExportResult:
 
     # Written under a staging name and renamed only once verified: a file at `out` is always good.
     out = Path(out)
-    staging = out.with_name(f".{out.name}.unverified")
+    staging = staging_path(out, "unverified")
     save_onnx_atomic(proto, staging)
     try:
         diffs, verified, note = [], False, ""

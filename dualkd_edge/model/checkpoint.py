@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import torch
 
 from dualkd_edge.artifacts.run_dirs import (
+    META_FILE,
     TRAIN_STATE_FILE,
     WEIGHTS_FILE,
     is_run_dir,
@@ -33,7 +36,13 @@ def save_run(run_dir: Path, model: DualStudentModel, meta: ArtifactMetadata) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp))
+        try:
+            save_file(state, str(tmp))
+        except Exception as exc:  # noqa: BLE001 - safetensors reports a failed write as its own error type
+            found = re.search(r"os error (\d+)", str(exc))
+            if found is None:
+                raise
+            raise OSError(int(found[1]), os.strerror(int(found[1])), str(tmp)) from exc
     write_run_metadata(run_dir, meta)
 
 
@@ -44,9 +53,14 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[DualStudentModel, Arti
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{run_dir}: {WEIGHTS_FILE} is missing (was training interrupted before the first checkpoint?)")
-    model = DualStudentModel(Preset.from_dict(meta.preset))
+    model = DualStudentModel(Preset.from_dict(meta.preset, str(run_dir / META_FILE)))
     try:
-        model.load_state_dict(load_file(str(weights)), strict=True)
+        tensors = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors reports a cut-short file in several ways
+        raise UserError(f"{weights}: not a readable weights file ({str(exc)[:160]}); it may be truncated "
+                        "(an interrupted copy, a full disk)") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{weights}: weights do not match the run's preset ({str(exc)[:200]})") from None
     return model.to(device).eval(), meta
@@ -58,12 +72,20 @@ def inference_model(model: DualStudentModel, meta: ArtifactMetadata, input_dtype
 
 
 def save_train_state(run_dir: Path, state: dict) -> None:
-    with atomic_path(run_dir / TRAIN_STATE_FILE) as tmp:
-        torch.save(state, str(tmp))
+    # Through a Python file object: a full disk is then an OSError, not torch's opaque RuntimeError.
+    with atomic_path(run_dir / TRAIN_STATE_FILE) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_train_state(run_dir: Path) -> dict:
     path = run_dir / TRAIN_STATE_FILE
     if not path.is_file():
         raise UserError(f"--resume: {path} not found; nothing to resume")
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        int(state["step"]), state["torch_rng"]
+    except Exception as exc:  # noqa: BLE001 - zip, pickle and key errors all mean a damaged file
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+        raise UserError(f"--resume: {path} is not a readable training state ({reason}); it may be truncated "
+                        "(an interrupted copy, a full disk): restore it, or train a new run in another folder") from None
+    return state

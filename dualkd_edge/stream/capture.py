@@ -6,6 +6,7 @@ files and folders hand over every frame in order (the reader waits for the pipel
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dualkd_edge.fileio import read_image
-from dualkd_edge.stream.sources import SourceSpec, image_files_only
+from dualkd_edge.stream.sources import SourceSpec, image_files_only, redact
 
 log = logging.getLogger("dualkd_edge")
 
@@ -43,6 +44,7 @@ class SourceStats:
     skipped_files: int = 0
     reconnects: int = 0
     opened: bool = False
+    expected_frames: int | None = None  # video files: the frame count their container announces
     errors: list[str] = field(default_factory=list)
 
 
@@ -53,6 +55,17 @@ class RetryPolicy:
     max_delay: float = 8.0
     open_timeout_ms: int = 5000
     read_timeout_ms: int = 5000
+
+    @classmethod
+    def from_options(cls, retries: int, read_timeout_s: float) -> "RetryPolicy":
+        """From `infer --retries N --read-timeout S`, refusing what cannot work (nan, <= 0)."""
+        from dualkd_edge.errors import UserError
+
+        if not math.isfinite(read_timeout_s) or read_timeout_s <= 0:
+            raise UserError(f"--read-timeout: expected seconds > 0, got {read_timeout_s}")
+        if retries < 0:
+            raise UserError(f"--retries: must be >= 0, got {retries}")
+        return cls(max_retries=retries, read_timeout_ms=max(1, round(read_timeout_s * 1000)))
 
     def delay(self, attempt: int) -> float:
         return min(self.max_delay, self.first_delay * 2 ** (attempt - 1))
@@ -140,12 +153,14 @@ class CaptureWorker(threading.Thread):
     # -- sources --------------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            if self.spec.kind in ("image", "images"):
+            if self.spec.kind == "unavailable":
+                self.stats.errors.append(self.spec.problem)
+            elif self.spec.kind in ("image", "images"):
                 self._run_files()
             else:
                 self._run_capture()
         except Exception as exc:  # noqa: BLE001 - a broken source must not take the pipeline down
-            self.stats.errors.append(f"{self.spec.name}: {type(exc).__name__}: {exc}")
+            self.stats.errors.append(redact(f"{self.spec.name}: {type(exc).__name__}: {exc}"))
             log.error("%s: %s", self.spec.name, exc)
         finally:
             self.finished.set()
@@ -171,6 +186,10 @@ class CaptureWorker(threading.Thread):
             self._deliver(frame)
             self.stats.frames += 1
             n += 1
+        if n == 0:  # nothing usable: not a success, whatever was skipped
+            what = "is not a readable image" if self.spec.kind == "image" else \
+                f"holds no readable image ({len(self.spec.files)} file(s) skipped)"
+            self.stats.errors.append(f"{self.spec.name}: {what}")
 
     def _open_with_retries(self, reconnect: bool):
         attempt = 0
@@ -200,6 +219,9 @@ class CaptureWorker(threading.Thread):
         self.stats.opened = True
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else None
+        if self.spec.kind == "video":
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            self.stats.expected_frames = int(count) if count and count > 0 else None
         n = 0
         try:
             while not self.stop_event.is_set():
@@ -209,9 +231,12 @@ class CaptureWorker(threading.Thread):
                     if not self.spec.reconnects:
                         if getattr(cap, "error", None):  # a pipeline that failed rather than ended
                             self.stats.errors.append(f"{self.spec.name}: {cap.error}")
+                        else:
+                            self._check_complete()
                         return  # end of file
                     cap.release()
-                    log.warning("%s: stream lost; reconnecting", self.spec.name)
+                    log.warning("%s: stream lost (closed, or no frame within the %.1f s read timeout); "
+                                "reconnecting", self.spec.name, self.policy.read_timeout_ms / 1000)
                     cap = self._open_with_retries(reconnect=True)
                     if cap is None:
                         if not self.stop_event.is_set():
@@ -231,3 +256,17 @@ class CaptureWorker(threading.Thread):
         finally:
             if cap is not None:
                 cap.release()
+
+    def _check_complete(self) -> None:
+        """At the end of a video file: were all its frames read? A file cut short (a copy that
+        did not finish, a recording that ran out of disk) decodes up to where it ends; that is a
+        failure, not a shorter video. Containers whose count is an estimate may be off by a few."""
+        read = self.stats.frames + self.stats.corrupted
+        expected = self.stats.expected_frames
+        if read == 0:
+            self.stats.errors.append(f"{self.spec.name}: no frame could be decoded")
+        elif expected is not None and expected - read > max(2, expected // 50):
+            self.stats.errors.append(f"{self.spec.name}: read {read} of the {expected} frames its container "
+                                     "announces; the file is truncated or damaged")
+        elif expected is not None and read != expected:
+            log.info("%s: read %d frames, the container announces %d", self.spec.name, read, expected)

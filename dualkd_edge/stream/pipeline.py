@@ -14,9 +14,17 @@ from pathlib import Path
 
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
+from dualkd_edge.outputs import describe_os_error
 from dualkd_edge.stream.capture import CaptureWorker, Frame, RetryPolicy, prepare_source
 from dualkd_edge.stream.results import FrameResult
-from dualkd_edge.stream.sinks import ImageSink, JsonlSink, Sink, VideoSink, WindowSink
+from dualkd_edge.stream.sinks import (
+    ImageSink,
+    JsonlSink,
+    Sink,
+    VideoSink,
+    WindowSink,
+    new_run_id,
+)
 from dualkd_edge.stream.sources import SourceSpec
 from dualkd_edge.stream.summary import STAGES, StreamSummary, stage_stats
 
@@ -60,7 +68,16 @@ class StreamOptions:
         if self.save_masks and self.save_images == "none":
             raise UserError("--save-masks: masks are written beside the saved images; add --save-images anomalies or all")
 
-    def sinks(self) -> list[Sink]:
+    def output_locations(self) -> tuple[dict[str, Path | None], dict[str, Path | None]]:
+        """(folders, appended files) these options write to, for the checks before a run."""
+        folders: dict[str, Path | None] = {"--out": self.out}
+        if self.out is not None and self.save_images != "none":
+            folders["--save-images"] = self.out / "images"
+        if self.out is not None and self.save_video:
+            folders["--save-video"] = self.out / "video"
+        return folders, {"--jsonl": self.jsonl}
+
+    def sinks(self, run_id: str | None = None) -> list[Sink]:
         """The sinks these options ask for, pictures first."""
         sinks: list[Sink] = []
         if self.out and self.save_images != "none":
@@ -70,7 +87,7 @@ class StreamOptions:
         if self.show:
             sinks.append(WindowSink())
         if self.jsonl:
-            sinks.append(JsonlSink(self.jsonl))
+            sinks.append(JsonlSink(self.jsonl, run_id))
         return sinks
 
 
@@ -95,7 +112,7 @@ class StreamRunner:
     is called (from a signal handler, another thread, a dashboard)."""
 
     def __init__(self, detector: Detector, specs: list[SourceSpec], opts: StreamOptions,
-                 sinks: list[Sink] | None = None) -> None:
+                 sinks: list[Sink] | None = None, run_id: str | None = None) -> None:
         opts.validate()
         self.det = detector
         self.specs = [prepare_source(s, opts.decoder) for s in specs]
@@ -104,7 +121,8 @@ class StreamRunner:
         if backend.max_batch and opts.batch > backend.max_batch:
             raise UserError(f"--batch: the model takes at most {backend.max_batch} image(s) per batch "
                             "(export with --batch dynamic for more)")
-        self.sinks = opts.sinks() if sinks is None else sinks
+        self.run_id = run_id or new_run_id()  # given when the caller built the sinks with it
+        self.sinks = opts.sinks(self.run_id) if sinks is None else sinks
         self.painter = None
         if any(s.shows_pictures for s in self.sinks):
             from dualkd_edge.overlay import OverlayPainter
@@ -114,6 +132,8 @@ class StreamRunner:
                 self.painter.require_calibrated("--save-masks", detector.name)
         self.stop = threading.Event()
         self.interrupted = False
+        self.output_errors: list[str] = []  # an output that failed (disk full...) stops the run
+        self._failed_sinks: set[int] = set()
         self.latencies: dict[str, list[float]] = {s: [] for s in STAGES}
         self.frames = self.anomalies = 0
         self.workers: list[CaptureWorker] = []
@@ -200,15 +220,29 @@ class StreamRunner:
                             {"decode_ms": frame.decode_ms, **stage}, live_fps, self.painter)
                 for (worker, frame), pred in zip(batch, preds)]
 
+    def _output_failed(self, sink: Sink, exc: OSError) -> None:
+        """A sink could not write (disk full, remounted read-only): stop after the frames in
+        flight, keep what was written (complete files and lines only) and say so."""
+        self._failed_sinks.add(id(sink))
+        self.output_errors.append(f"{sink.option or type(sink).__name__}: could not write {describe_os_error(exc)}; "
+                                  f"the run stopped after {self.frames} frame(s); the files completed before were kept")
+        log.error("%s", self.output_errors[-1])
+        self.stop.set()
+
     def _emit(self, result: FrameResult) -> None:
         """Every sink in order; `output` and `e2e` (from the decoded frame's arrival, queue wait
         included) are brought up to date before each, so a record holds what came before it."""
         t_out = time.perf_counter()
         for sink in self.sinks:
+            if id(sink) in self._failed_sinks:
+                continue
             now = time.perf_counter()
             result.latency_ms["output_ms"] = (now - t_out) * 1e3
             result.latency_ms["e2e_ms"] = (now - result.frame.t_ready) * 1e3
-            sink.write(result)
+            try:
+                sink.write(result)
+            except OSError as exc:
+                self._output_failed(sink, exc)
             if sink.stop_requested:
                 self.stop.set()
         now = time.perf_counter()
@@ -250,7 +284,13 @@ class StreamRunner:
             for w in workers:
                 w.join(timeout=10)
             for sink in self.sinks:
-                outputs += sink.close()
+                try:
+                    outputs += sink.close()
+                except OSError as exc:
+                    if id(sink) in self._failed_sinks:  # it failed before: its close is no news
+                        log.warning("%s: %s", sink.option, describe_os_error(exc))
+                    else:
+                        self._output_failed(sink, exc)
         stats = [w.stats for w in workers]
         if not any(s.opened for s in stats) and not self.interrupted:
             reasons = "; ".join(e for s in stats for e in s.errors) or "no source could be opened"
@@ -258,4 +298,5 @@ class StreamRunner:
         return StreamSummary(self.frames, self.anomalies, time.perf_counter() - t_begin, stats,
                              {k: stage_stats(v) for k, v in self.latencies.items()}, self.interrupted, outputs,
                              dict(sorted(self.batch_sizes.items())), self.batch_timeouts,
-                             [s.delivery for s in self.sinks if getattr(s, "delivery", None) is not None])
+                             [s.delivery for s in self.sinks if getattr(s, "delivery", None) is not None],
+                             self.output_errors, self.run_id)

@@ -4,13 +4,15 @@ show pictures come first in a run, the ones that record decisions after them (se
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 from dualkd_edge.errors import UserError
-from dualkd_edge.fileio import write_image_atomic
+from dualkd_edge.fileio import staging_path, sweep_stale_staging, write_image_atomic
 from dualkd_edge.stream.results import FrameResult
 
 
@@ -18,12 +20,19 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "source"
 
 
+def new_run_id() -> str:
+    """Names one stream run in its JSONL lines and summary: UTC start time and process id."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+
+
 class Sink:
-    """The protocol: `write(result)` per frame, `close()` once, returning the files it produced."""
+    """The protocol: `write(result)` per frame, `close()` once, returning the files it produced.
+    An OSError from either (disk full, ...) stops the run; what was written before stays valid."""
 
     shows_pictures = False  # True: it asks results for their overlay
     stop_requested = False  # a sink may ask the run to stop (e.g. q pressed in the window)
     delivery = None  # DeliveryStats of sinks that send decisions to other machines (delivery.py)
+    option = ""  # the CLI option it serves, for messages
 
     def write(self, result: FrameResult) -> None:
         raise NotImplementedError
@@ -33,17 +42,45 @@ class Sink:
 
 
 class JsonlSink(Sink):
-    def __init__(self, path: Path) -> None:
+    """One JSON line per frame, appended and handed to the OS at once. Every line starts with the
+    run's `run_id`, so runs appended to one file stay apart. A line that cannot be written whole
+    (disk full) is taken back: the file only ever holds complete lines."""
+
+    option = "--jsonl"
+
+    def __init__(self, path: Path, run_id: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.file = open(path, "a", buffering=1)  # line-buffered: every frame is on disk at once
+        self.run_id = run_id or new_run_id()
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.lines = 0
+        if not self._ends_cleanly():
+            self._append(b"\n")  # keep our first line apart from one an older, killed run left unfinished
+
+    def _ends_cleanly(self) -> bool:
+        size = os.fstat(self.fd).st_size
+        if size == 0:
+            return True
+        with open(self.path, "rb") as f:
+            f.seek(size - 1)
+            return f.read(1) == b"\n"
+
+    def _append(self, data: bytes) -> None:
+        start = os.fstat(self.fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            os.ftruncate(self.fd, start)  # no half line
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def write(self, result: FrameResult) -> None:
-        self.file.write(json.dumps(result.record()) + "\n")
-        self.file.flush()
+        self._append((json.dumps({"run_id": self.run_id, **result.record()}) + "\n").encode())
+        self.lines += 1
 
     def close(self) -> list[str]:
-        self.file.close()
+        os.close(self.fd)
         return [str(self.path)]
 
 
@@ -52,6 +89,7 @@ class ImageSink(Sink):
     size) beside it as `<name>_mask.png`."""
 
     shows_pictures = True
+    option = "--save-images"
 
     def __init__(self, folder: Path, mode: str, masks: bool = False) -> None:
         self.folder = folder
@@ -74,14 +112,19 @@ class ImageSink(Sink):
 
 
 class VideoSink(Sink):
-    """One overlay video per source, written under a temporary name and renamed when closed."""
+    """One overlay video per source, written under a temporary name and renamed when closed.
+    OpenCV's writer says nothing when the disk fills up: a full disk is checked at every frame, and
+    a video is renamed into place only once it reads back with every frame written."""
 
     shows_pictures = True
+    option = "--save-video"
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        sweep_stale_staging(folder)
         self.writers: dict[int, tuple] = {}
+        self.frames: dict[int, int] = {}  # per source: frames handed to its writer
 
     def write(self, result: FrameResult) -> None:
         import cv2
@@ -90,25 +133,47 @@ class VideoSink(Sink):
         index = result.frame.source
         if index not in self.writers:
             final = self.folder / f"{index:02d}_{safe_name(Path(result.source_label).stem)}.mp4"
-            tmp = final.with_name(f".{final.name}.partial.mp4")
+            tmp = staging_path(final, "partial")
             h, w = overlay.shape[:2]
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), result.source_fps or 10.0, (w, h))
             if not writer.isOpened():
                 raise UserError(f"--save-video: OpenCV cannot write {final}")
             self.writers[index] = (writer, tmp, final, (w, h))
-        writer, _, _, size = self.writers[index]
+            self.frames[index] = 0
+        writer, _, final, size = self.writers[index]
         if overlay.shape[1::-1] != size:  # frames of a folder may differ in size
             overlay = cv2.resize(overlay, size)
+        if os.statvfs(self.folder).f_bavail == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(final))
         writer.write(overlay)
+        self.frames[index] += 1
 
     def close(self) -> list[str]:
-        done = []
-        for writer, tmp, final, _ in self.writers.values():
+        done, broken = [], []
+        for index, (writer, tmp, final, _) in self.writers.items():
             writer.release()
-            os.replace(tmp, final)
-            done.append(str(final))
+            if readable_frames(tmp) == self.frames[index]:
+                os.replace(tmp, final)
+                done.append(str(final))
+            else:
+                tmp.unlink(missing_ok=True)
+                broken.append(final)
         self.writers.clear()
+        if broken:
+            raise OSError(errno.EIO, "the video could not be written whole (is the disk full?) and was removed",
+                          ", ".join(map(str, broken)))
         return done
+
+
+def readable_frames(video: Path) -> int:
+    """How many frames a finished video file announces (0 when it does not open)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
 
 
 class WindowSink(Sink):

@@ -19,20 +19,70 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://"
 
 @dataclass
 class SourceSpec:
-    kind: str  # image | images | video | camera | url | gstreamer
+    kind: str  # image | images | video | camera | url | gstreamer | unavailable (a bad line of a list)
     target: str  # what OpenCV opens (path, URL, index, pipeline)
     name: str  # safe to print: credentials removed
     live: bool
     files: tuple[Path, ...] = ()
+    problem: str = ""  # kind "unavailable": why, naming the list file and line
 
     @property
     def reconnects(self) -> bool:
         return self.live and self.kind in ("url", "camera", "gstreamer")
 
 
+# A URL's user information: from the scheme to the LAST '@' before the URL ends (whitespace, a
+# quote, an angle bracket), so a password holding '@', '/', ':' or '%40' is hidden whole; inside
+# quotes (a GStreamer `location="..."`) the URL runs to the closing quote.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s\"'<>]*@")
+_QUOTED_URL_USERINFO = re.compile(r"(?P<quote>[\"'])(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^\"']*@(?=[^\"']*(?P=quote))")
+# Credentials given as key=value: GStreamer's rtspsrc `user-id=` / `user-pw=` properties and the
+# query strings of IP cameras (`/video.cgi?user=admin&pwd=...`).
+_SECRET_VALUE = re.compile(
+    r"(?i)(?P<key>\b(?:user-?pw|user-?id|user(?:name)?|usr|pass(?:word|wd)?|pwd|secret|token|api[-_]?key|"
+    r"access[-_]?token|auth)=)(?P<quote>[\"']?)(?:(?<=[\"'])[^\"']*|[^\s&;!\"']*)(?P=quote)")
+
+
 def redact(text: str) -> str:
-    """Remove user:password@ from URLs so credentials never reach logs or files."""
-    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+    """Hide every credential in `text`: the user information of every URL in it (also inside
+    GStreamer pipelines), and password-, user- and token-like `key=value` settings."""
+    text = _QUOTED_URL_USERINFO.sub(lambda m: f"{m['quote']}{m['scheme']}***@", text)
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}***@", text)
+    return _SECRET_VALUE.sub(lambda m: f"{m['key']}{m['quote']}***{m['quote']}", text)
+
+
+def redact_url(url: str) -> str:
+    """A source that is one URL: everything up to its last '@' is user information, even where
+    the password holds characters a URL may not (a space)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return redact(f"{scheme}://***@{rest.rsplit('@', 1)[1]}")
+    return redact(url)
+
+
+def warn_about_unencoded_credentials(url: str) -> None:
+    """FFmpeg ends a URL's host part at the first '/', '?' or '#', so a password holding one of
+    them sends it to a wrong host (and its messages may show part of the password as a host name).
+    It decodes %XX in credentials: that is the way to write them."""
+    rest = url.partition("://")[2]
+    if "@" in rest and any(c in rest.rsplit("@", 1)[0] for c in "/?#"):
+        log.warning("SOURCE %s: the part before its last '@' holds '/', '?' or '#'; if that is the password, write "
+                    "them as %%2F, %%3F, %%23 (FFmpeg decodes them), or it connects to a wrong host", redact_url(url))
+
+
+class RedactingFilter(logging.Filter):
+    """Hides credentials in every message of the `dualkd_edge` logger, whatever formatted it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+if not any(isinstance(f, RedactingFilter) for f in log.filters):
+    log.addFilter(RedactingFilter())
 
 
 def parse_source(source: str) -> list[SourceSpec]:
@@ -42,7 +92,8 @@ def parse_source(source: str) -> list[SourceSpec]:
     if s.isdigit():
         return [SourceSpec("camera", s, f"camera:{s}", live=True)]
     if s.lower().startswith(URL_SCHEMES):
-        return [SourceSpec("url", s, redact(s), live=True)]
+        warn_about_unencoded_credentials(s)
+        return [SourceSpec("url", s, redact_url(s), live=True)]
     if " ! " in s and not Path(s).expanduser().exists():  # liveness is learned from GStreamer (stream/gstreamer.py)
         return [SourceSpec("gstreamer", s, redact(f"gstreamer:{s.split('!')[0].strip()}"), live=True)]
     path = Path(s).expanduser()
@@ -52,7 +103,7 @@ def parse_source(source: str) -> list[SourceSpec]:
             raise UserError(f"SOURCE: the pattern {s!r} matches no files")
         return [SourceSpec("images", s, s, live=False, files=files)]
     if not path.exists():
-        raise UserError(f"SOURCE: {s} does not exist (expected an image, folder, glob, video file, camera index, "
+        raise UserError(f"SOURCE: {redact(s)} does not exist (expected an image, folder, glob, video file, camera index, "
                         "rtsp:// or http:// URL, GStreamer pipeline or a .txt list of sources)")
     if path.is_dir():
         files = tuple(sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")))
@@ -71,16 +122,30 @@ def parse_source(source: str) -> list[SourceSpec]:
 
 
 def parse_source_list(path: Path) -> list[SourceSpec]:
+    """One source per line (# comments). A line that names nothing usable (a missing file, a
+    nested list) does not stop the others: it becomes an unavailable source, reported with the
+    list file and line like a camera that cannot be opened."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"SOURCE: cannot read the source list {path}: {exc}") from None
     specs: list[SourceSpec] = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if line.endswith(".txt") and Path(line).expanduser().is_file():
-            raise UserError(f"SOURCE: {path}:{n}: lists may not nest")
-        specs.extend(parse_source(line))
+        try:
+            if line.endswith(".txt") and Path(line).expanduser().is_file():
+                raise UserError("lists may not nest")
+            specs.extend(parse_source(line))
+        except UserError as exc:
+            problem = f"{path}:{n}: {redact(str(exc)).removeprefix('SOURCE: ')}"
+            log.warning("SOURCE %s", problem)
+            specs.append(SourceSpec("unavailable", line, redact_url(line), live=False, problem=problem))
     if not specs:
         raise UserError(f"SOURCE: {path} lists no sources")
+    if all(s.kind == "unavailable" for s in specs):
+        raise UserError(f"SOURCE: none of the sources in {path} is usable: " + "; ".join(s.problem for s in specs))
     return specs
 
 

@@ -32,6 +32,8 @@ class StreamSummary:
     batch_sizes: dict[int, int] = field(default_factory=dict)  # inference calls per number of frames
     batch_timeouts: int = 0  # batches cut short by --batch-timeout-ms
     deliveries: list = field(default_factory=list)  # DeliveryStats of the line-side sinks
+    output_errors: list[str] = field(default_factory=list)  # outputs that failed and stopped the run
+    run_id: str = ""  # also on every JSONL line of this run
 
     @property
     def fps(self) -> float:
@@ -43,7 +45,7 @@ class StreamSummary:
 
     def to_dict(self) -> dict:
         return {
-            "frames": self.frames, "anomalies": self.anomalies, "seconds": round(self.seconds, 3),
+            "run_id": self.run_id, "frames": self.frames, "anomalies": self.anomalies, "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 3), "interrupted": self.interrupted, "errors": self.errors,
             "dropped": sum(s.dropped for s in self.sources), "corrupted": sum(s.corrupted for s in self.sources),
             "skipped_files": sum(s.skipped_files for s in self.sources),
@@ -51,6 +53,7 @@ class StreamSummary:
             "sources": [vars(s) for s in self.sources], "latency_ms": self.stages, "outputs": self.outputs,
             "batches": {"sizes": {str(k): v for k, v in self.batch_sizes.items()}, "timed_out": self.batch_timeouts},
             "deliveries": [d.to_dict() for d in self.deliveries],
+            "output_errors": self.output_errors,
         }
 
     def format(self) -> str:

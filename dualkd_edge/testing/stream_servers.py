@@ -53,15 +53,15 @@ def demo_frames(n: int = 30) -> list[bytes]:
 
 
 class MjpegServer(LoopbackHttpServer):
-    """multipart/x-mixed-replace JPEG stream at `fps`, as IP cameras serve it."""
+    """multipart/x-mixed-replace JPEG stream at `fps`, as IP cameras serve it. With `stall_after`
+    each connection stops sending after that many frames but stays open (until max_seconds), as a
+    frozen camera or encoder does."""
 
     def __init__(self, port: int | None = None, fps: float = 30.0, max_seconds: float = 60.0,
                  stall_after: int | None = None) -> None:
         self.port = port or free_port()
         self.fps = fps
         self.max_seconds = max_seconds
-        # A camera that hangs: after this many frames per connection it sends nothing more but
-        # keeps the connection open (until max_seconds), as a frozen encoder does.
         self.stall_after = stall_after
         self.frames = demo_frames()
         self.sent = 0
@@ -87,7 +87,7 @@ class MjpegServer(LoopbackHttpServer):
                 try:
                     while time.monotonic() < t_end and server.httpd is not None:
                         if server.stall_after is not None and i >= server.stall_after:
-                            time.sleep(0.05)
+                            time.sleep(0.05)  # frozen: connected, silent
                             continue
                         jpg = server.frames[i % len(server.frames)]
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"

@@ -127,6 +127,7 @@ class TrainResult:
     seconds: float
     final_losses: dict
     calibration: Calibration
+    stopped_by: str | None = None  # e.g. "SIGTERM": stopped early, a checkpoint to --resume from was written
 
 
 def _autocast(device: str) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
@@ -148,7 +149,7 @@ def planned_run(cfg: TrainConfig, out: Path) -> tuple[Preset, int]:
         if not is_run_dir(out):
             raise UserError(f"--resume: {out} is not a run directory with a checkpoint")
         prev = read_run_metadata(out)
-        preset = Preset.from_dict(prev.preset)
+        preset = Preset.from_dict(prev.preset, f"{out}/run.json")
         if cfg.semantic_centring is not None and cfg.semantic_centring != preset.semantic_centring:
             raise UserError("--semantic-centring: a resumed run keeps the semantic target it was started with")
         return preset, cfg.steps or int(prev.training.get("steps", preset.default_steps))
@@ -203,13 +204,18 @@ class Trainer:
     the loop, calibration and checkpoints."""
 
     def __init__(self, cfg: TrainConfig) -> None:
+        from dualkd_edge.outputs import check_outputs
+
         cfg.validate()
         self.cfg = cfg
         self.dist = context_from_env()
         quiet_other_ranks(self.dist)
         cfg.check_split(self.dist.world)
         self.out = Path(cfg.out)
+        # Before minutes of training: the run directory can be written and is not the data.
+        check_outputs(folders={"--out": self.out}, inputs={"DATA": cfg.data})
         self.preset, self.total = planned_run(cfg, self.out)
+        self.stop_requested: str | None = None
         self.device = device_for(self.dist, resolve_device(cfg.device))
         self.owns_group = init_group(self.dist, self.device)
         torch.manual_seed(cfg.seed)
@@ -310,6 +316,11 @@ class Trainer:
         self.losses = mean_over_ranks({"loss": loss.item(), "local": d_local.item(), "semantic": d_sem.item()},
                                       self.device)
 
+    def request_stop(self, reason: str = "a stop request") -> None:
+        """Finish the step in flight, write a checkpoint to --resume from, then stop (what Ctrl-C
+        and SIGTERM do in `train`)."""
+        self.stop_requested = reason
+
     def run(self) -> TrainResult:
         cfg = self.cfg
         uncalibrated = Calibration(BranchCalibration(0.0, 1.0), BranchCalibration(0.0, 1.0), cfg.beta, 0)
@@ -318,7 +329,7 @@ class Trainer:
         budget = TimeBudget(cfg.max_time, self.start_step)
         planned, step = self.total, self.start_step
         try:
-            while step < self.total:
+            while step < self.total and not self.stop_requested:
                 self.step(step)
                 step += 1
                 progress.update(1, " ".join(f"{k} {v:.4f}" for k, v in self.losses.items()))
@@ -328,18 +339,22 @@ class Trainer:
                 if fitted is not None:
                     self.total = progress.total = fitted
                     self.recipes = _recipes(cfg, self.total)  # warm-up lengths follow the fitted schedule
-                if main and step % cfg.checkpoint_every == 0 and step < self.total:
-                    _checkpoint(self.out, self.model, self.optimizer, step,
-                                self.metadata(uncalibrated, step, False, time.perf_counter() - budget.t0))
+                if self.dist.active:
+                    self.stop_requested = broadcast_from_main(self.stop_requested)  # all ranks stop together
+                if main and step % cfg.checkpoint_every == 0 and step < self.total and not self.stop_requested:
+                    self._intermediate_checkpoint(step, uncalibrated, time.perf_counter() - budget.t0)
         finally:
             progress.close()
-        self.model.eval()
-        calibration = self._calibrate() if main else uncalibrated
+        stopped = self.stop_requested
+        calibration = uncalibrated
+        if not stopped:
+            self.model.eval()
+            calibration = self._calibrate() if main else uncalibrated
         seconds = time.perf_counter() - budget.t0
-        if main:
-            _checkpoint(self.out, self.model, self.optimizer, step, self.metadata(calibration, step, True, seconds))
+        if main:  # a stopped run is saved uncalibrated, as a checkpoint to --resume from
+            self._save(step, self.metadata(calibration, step, not stopped, seconds))
         barrier()  # the run is on disk before any process returns
-        return TrainResult(self.out, step, seconds, self.losses, calibration)
+        return TrainResult(self.out, step, seconds, self.losses, calibration, stopped_by=stopped)
 
     def _calibrate(self) -> Calibration:
         holdout = self.data.holdout
@@ -350,6 +365,28 @@ class Trainer:
 
     def close(self) -> None:
         leave_group(self.owns_group)
+
+    def _intermediate_checkpoint(self, step: int, calibration: Calibration, seconds: float) -> None:
+        """A checkpoint that cannot be written (disk full for a while) does not end the run: the
+        final save tries again and keeps the result elsewhere if it must."""
+        from dualkd_edge.outputs import describe_os_error
+
+        try:
+            _checkpoint(self.out, self.model, self.optimizer, step, self.metadata(calibration, step, False, seconds))
+        except OSError as exc:
+            log.warning("checkpoint at step %d not written (%s); training goes on", step, describe_os_error(exc))
+
+    def _save(self, step: int, meta: ArtifactMetadata) -> None:
+        """The run as it ends; where --out cannot take it any more, it is kept in the fallback
+        folder and the error says where (minutes of training are not thrown away)."""
+        from dualkd_edge.outputs import keep_elsewhere, not_written
+
+        try:
+            _checkpoint(self.out, self.model, self.optimizer, step, meta)
+        except OSError as exc:
+            kept = keep_elsewhere(self.out, lambda folder: _checkpoint(folder, self.model, self.optimizer, step, meta))
+            raise not_written("--out", self.out, exc, kept + " (a complete run directory: move it into place, or "
+                                                         "pass it to eval / export)") from None
 
 
 def train(cfg: TrainConfig) -> TrainResult:

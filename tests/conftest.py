@@ -6,6 +6,18 @@ from pathlib import Path
 
 import pytest
 
+try:
+    # Loaded before any test runs GStreamer in this process: importing matplotlib.pyplot for the first
+    # time AFTER GStreamer has loaded its plugins (with numpy already imported) aborts the interpreter
+    # on our Debian 12 machines (test_gstreamer's in-process pipelines, then test_plots). The cause is
+    # a native-library conflict we have not pinned down; the CLI never does both in one process.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+except ImportError:
+    pass
+
 
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> Path:

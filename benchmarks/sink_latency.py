@@ -188,7 +188,8 @@ def main() -> int:
         f"`python benchmarks/sink_latency.py MODEL --rounds {args.rounds} --frames {args.frames}`; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; model `{args.model.name}`; "
         f"{machine['cpu']}, {machine['cpu_cores']} cores, {machine['os']}; ONNX Runtime {machine['onnxruntime']}, "
-        f"Python {platform.python_version()}. The machine was shared with other jobs (load average {load:.1f}).",
+        f"Python {platform.python_version()}. Load average {load:.1f} at the end on {os.cpu_count()} CPUs "
+        f"({'other jobs shared the machine' if load > 0.75 * (os.cpu_count() or 1) else 'no other job'}).",
         "",
         "| set-up | frames | e2e p50 ms | e2e p99 ms | inference p50 ms | output p50 ms | output p50 added ms "
         "| e2e p50 added ms | e2e p50 added ms, paired (median over rounds) |",

@@ -28,9 +28,11 @@ def train_once(data: list[Path], run: Path, **config: object):
 
 
 def deploy(run: Path, data: Path, work: Path, target: str = "cpu", calib_images: int = 64,
-           export_options=None, name: str = "model") -> Deployment:
+           export_options=None, name: str = "model", quantize: bool = True) -> Deployment:
     """Export `run` to `work/<name>.onnx`, sample `calib_images` normal images of `data` into
-    `work/calib_data`, quantize to `work/<name>.int8.onnx` for `target` (cpu: ONNX Runtime's fast path)."""
+    `work/calib_data`, quantize (all-INT8, minmax) to `work/<name>.int8.onnx` for `target` (cpu: ONNX
+    Runtime's fast path). `quantize=False` leaves the INT8 file to the caller (e.g. the gated
+    `quantize --val` path of the demo)."""
     from dualkd_edge.calibration_images import sample_calibration_set
     from dualkd_edge.compile.quantize import quantize_int8
     from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
@@ -38,5 +40,7 @@ def deploy(run: Path, data: Path, work: Path, target: str = "cpu", calib_images:
     exported = export_onnx(run, work / f"{name}.onnx", export_options or ExportOptions())
     calib = work / "calib_data"
     sample_calibration_set([data], calib_images, calib)
-    int8 = quantize_int8(exported.path, calib, work / f"{name}.int8.onnx", "minmax", calib_images, target=target).path
+    int8 = work / f"{name}.int8.onnx"
+    if quantize:
+        quantize_int8(exported.path, calib, int8, "minmax", calib_images, target=target)
     return Deployment(run, exported.path, calib, int8, exported.differences)

@@ -14,6 +14,7 @@ from dualkd_edge.tables import text_table
 log = logging.getLogger("dualkd_edge")
 
 MARKER = ".dualkd-edge-demo"
+DEMO_MAX_DROP = 1.0  # points of image AUROC; looser than quantize's 0.5: the demo's test split is small (104 images)
 
 
 def prepare_out(out: Path) -> None:
@@ -98,15 +99,22 @@ def export_and_quantize(out: Path, data: Path) -> dict:
     from dualkd_edge.compile.accuracy_gate import accuracy_gate
     from dualkd_edge.recipes import deploy
 
+    from dualkd_edge.commands.export_cmd import QuantizeRequest, run_quantize
+
     print("[4/6] exporting one fused ONNX graph, sampling calibration images, quantizing to INT8")
     # The demo runs on the CPU: UINT8 activations take ONNX Runtime's fast U8S8 kernels.
-    deployment = deploy(out / "run", data, out, target="cpu")
+    deployment = deploy(out / "run", data, out, target="cpu", quantize=False)
     worst = max(d.max_abs for d in deployment.export_differences)
     print(f"      ONNX Runtime vs PyTorch: largest difference {worst:.1e} (all within tolerance)")
-    gate, passed = accuracy_gate(deployment.onnx, deployment.int8, data, max_drop=1.0)
+    # What `dualkd-edge quantize --val` does: all-INT8 first, then the most sensitive layer groups
+    # back to float until the gate passes (on the test split here, as the threshold: said below).
+    request = QuantizeRequest(deployment.onnx, deployment.calib, deployment.int8, samples=64, target="cpu",
+                              val=data, max_drop=DEMO_MAX_DROP)
+    int8 = deployment.int8 if run_quantize(request) == 0 else request.rejected
+    gate, passed = accuracy_gate(deployment.onnx, int8, data, max_drop=DEMO_MAX_DROP)
     print("[5/6] FP32 vs INT8 accuracy, and latency at batch 1 measured side by side on this machine")
     models = {"PyTorch eager": out / "run", "ONNX Runtime FP32": deployment.onnx,
-              "ONNX Runtime INT8": deployment.int8}
+              "ONNX Runtime INT8": int8}
     with ExitStack() as stack:
         contenders = {label: backend_contender(stack.enter_context(open_backend(path, device="cpu")))
                       for label, path in models.items()}
@@ -120,5 +128,6 @@ def export_and_quantize(out: Path, data: Path) -> dict:
     for r in rows:
         r.append(f"{base / r[3]:.2f}x")
     print(text_table(["model", "image AUROC", "pixel AUROC", "p50 ms", "p99 ms", "img/s", "speed-up"], rows))
-    print(f"      INT8 accuracy gate (max drop 1 point): {'PASSED' if passed else 'FAILED'}")
+    print(f"      INT8 accuracy gate (max drop {DEMO_MAX_DROP:g} point, OK/NG agreement >= 97%; mixed precision chosen "
+          f"on the test split): {'PASSED' if passed else 'FAILED'}")
     return {"gate": gate, "latency_rows": rows}

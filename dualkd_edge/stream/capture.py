@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dualkd_edge.fileio import read_image
+from dualkd_edge.stream.queues import put_newest
 from dualkd_edge.stream.sources import SourceSpec, image_files_only, redact
 
 log = logging.getLogger("dualkd_edge")
@@ -129,16 +130,8 @@ class CaptureWorker(threading.Thread):
     def _deliver(self, frame: Frame) -> None:
         self.last_delivery = frame.t_ready
         if self.spec.live:
-            while True:
-                try:
-                    self.queue.put_nowait(frame)
-                    return
-                except queue.Full:
-                    try:
-                        self.queue.get_nowait()
-                        self.stats.dropped += 1  # the pipeline is slower than the stream
-                    except queue.Empty:
-                        pass
+            self.stats.dropped += put_newest(self.queue, frame)  # the pipeline is slower than the stream
+            return
         while not self.stop_event.is_set():
             try:
                 self.queue.put(frame, timeout=0.1)

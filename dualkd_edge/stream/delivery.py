@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from dualkd_edge.stream.queues import put_newest
 from dualkd_edge.stream.results import FrameResult
 from dualkd_edge.stream.sinks import Sink
 
@@ -92,16 +93,9 @@ class QueuedSink(Sink):
             return
         record = self.make_record(result)
         self.count("accepted")
-        while True:
-            try:
-                self.queue.put_nowait(record)
-                return
-            except queue.Full:
-                try:
-                    self.queue.get_nowait()
-                    self.count("dropped")
-                except queue.Empty:
-                    pass
+        dropped = put_newest(self.queue, record)
+        if dropped:
+            self.count("dropped", dropped)
 
     def _work(self) -> None:
         while not (self.stopping.is_set() and self.queue.empty()) and not self.abandon.is_set():

@@ -114,8 +114,11 @@ def eval_(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the table as Markdown"),
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="write per-image scores as CSV"),
-    tune_threshold: bool = typer.Option(False, "--tune-threshold", help="store the F1-optimal threshold in the model's metadata"),
-    max_fpr: Optional[float] = FloatOption(None, "--max-fpr", help="with --tune-threshold: the threshold at this false-alarm rate instead"),
+    tune_threshold: bool = typer.Option(False, "--tune-threshold", help="store a threshold in the model: at a false-alarm "
+                                        "budget on the good test images (--max-fpr), or F1-optimal with --f1-max"),
+    max_fpr: float = FloatOption(0.01, "--max-fpr", help="with --tune-threshold: the false-alarm budget on good parts"),
+    f1_max: bool = typer.Option(False, "--f1-max", help="with --tune-threshold: the F1-optimal threshold instead (needs "
+                                "labelled defects; tuned on the defects you have, not on the ones you will meet)"),
     save_overlays: Optional[Path] = typer.Option(None, "--save-overlays", help="folder for heat-map overlays of the worst cases"),
     worst: int = typer.Option(5, "--worst", help="how many worst false negatives / false positives to save"),
     save_masks: bool = typer.Option(False, "--save-masks", help="with --save-overlays: binary defect masks (PNG 0/255) beside them"),
@@ -130,7 +133,7 @@ def eval_(
     from dualkd_edge.commands.eval_cmd import EvalRequest, run
 
     run(EvalRequest(models=list(paths[:-1]), data=[paths[-1]], json_out=json_out, markdown_out=markdown,
-                    per_image=per_image, tune=tune_threshold, max_fpr=max_fpr, overlays=save_overlays, worst=worst,
+                    per_image=per_image, tune=tune_threshold, max_fpr=max_fpr, f1_max=f1_max, overlays=save_overlays, worst=worst,
                     save_masks=save_masks, normal_classes=normal_classes, batch_size=batch_size, plot=plot,
                     load=LoadOptions(device=device, onnx=onnx)))
 
@@ -272,7 +275,12 @@ def infer(
     save_images: str = typer.Option("none", "--save-images", help="anomalies | all | none (to --out/images)"),
     save_masks: bool = typer.Option(False, "--save-masks", help="binary defect masks (PNG 0/255, frame size) beside the saved images"),
     show: bool = typer.Option(False, "--show", help="show overlays in a window (needs an OpenCV GUI build)"),
-    threshold: Optional[float] = FloatOption(None, "--threshold", help="decision threshold (default: the model's)"),
+    threshold: Optional[float] = FloatOption(None, "--threshold", help="decision threshold (default: the calibration's)"),
+    calibration: Optional[str] = typer.Option(None, "--calibration", help="NAME of a calibration stored in the model "
+                                              "(`dualkd-edge info MODEL` lists them; default: the last one made, then "
+                                              "'training'); a sources list may give `calibration=NAME SOURCE` per line"),
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="take a model or calibration replaced on disk while "
+                               "running (also on SIGHUP), between two frames"),
     batch: int = typer.Option(1, "--batch", help="frames per inference call: the newest frame of up to N live sources "
                               "(a dynamic-batch model), or the next frames of files"),
     batch_timeout_ms: float = FloatOption(33.0, "--batch-timeout-ms", help="with --batch: how long a batch waits for "
@@ -304,11 +312,49 @@ def infer(
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
                          show=show, batch=batch, batch_timeout_ms=batch_timeout_ms, max_frames=max_frames,
-                         fps_limit=fps_limit, retry=RetryPolicy.from_options(retries, read_timeout), decoder=decoder)
+                         fps_limit=fps_limit, retry=RetryPolicy.from_options(retries, read_timeout), decoder=decoder,
+                         calibration=calibration)
     line = LineOptions(mqtt=mqtt, mqtt_only_ng=mqtt_only_ng, modbus=modbus, webhook=webhook, http=http)
     load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
     model_arg, source = model_and_source(model, source, triton)
-    raise typer.Exit(run_infer(model_arg, source, opts, load, threshold, line))
+    raise typer.Exit(run_infer(model_arg, source, opts, load, threshold, line, watch))
+
+
+@app.command()
+def calibrate(
+    model: Path = typer.Argument(..., help="run directory, .onnx file or TensorRT engine to store the calibration in"),
+    source: str = typer.Argument(..., help="the station's camera, stream, GStreamer pipeline, video or folder, "
+                                 "showing good parts (a commissioning run)"),
+    frames: int = typer.Option(300, "--frames", help="frames to read (a 1% budget needs about 300 for a stable threshold)"),
+    max_fpr: float = FloatOption(0.01, "--max-fpr", help="false-alarm budget on good parts: the threshold keeps the "
+                                 "rate below it with --confidence"),
+    name: Optional[str] = typer.Option(None, "--name", help="STATION name of the calibration (default: from the source); "
+                                       "the same name replaces it"),
+    confidence: float = FloatOption(0.95, "--confidence", help="confidence of the false-alarm bound"),
+    decoder: str = typer.Option("opencv", "--decoder", help="rtsp:// URLs: opencv (FFmpeg) | gstreamer"),
+    read_timeout: float = FloatOption(5.0, "--read-timeout", help="seconds without a frame before a stream counts as lost"),
+    providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
+    device: str = Device,
+    onnx: Optional[Path] = EngineOnnx,
+) -> None:
+    """Commission a station: score good parts from its own camera through infer's capture path, set aside
+    outliers, store a named calibration (score statistics, heat-map range, threshold at a false-alarm budget)."""
+    from dualkd_edge.artifacts import LoadOptions
+    from dualkd_edge.commands.calibrate_cmd import CalibrateRequest, run_calibrate
+
+    raise typer.Exit(run_calibrate(CalibrateRequest(model, source, frames, max_fpr, name, confidence, decoder, read_timeout,
+                                                    LoadOptions(device=device, providers=providers, onnx=onnx))))
+
+
+@app.command()
+def info(
+    model: Path = typer.Argument(..., help="run directory, .onnx file or TensorRT engine"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON: model_id, calibrations, history, ..."),
+) -> None:
+    """An artifact's identity (model_id), preset, input contract, calibrations, thresholds and history."""
+    from dualkd_edge.commands.info_cmd import run_info
+
+    raise typer.Exit(run_info(model, json_out))
 
 
 @app.command()

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from dualkd_edge.artifacts import LoadOptions, open_backend
+from dualkd_edge.decision.calibrations import ActiveCalibration, select_calibration
 from dualkd_edge.metadata import ArtifactMetadata
 from dualkd_edge.preprocess import ensure_bgr, map_to_image, prepare_batch
 from dualkd_edge.runtime.base import Backend
@@ -49,17 +50,48 @@ class Detector:
     prepare (resize, crop, normalise) -> run (the model) -> decide (maps to image size, OK/NG at
     the threshold this Detector owns)."""
 
-    def __init__(self, backend: Backend, threshold: float | None = None, name: str | None = None) -> None:
+    def __init__(self, backend: Backend, threshold: float | None = None, name: str | None = None,
+                 calibration: str | None = None) -> None:
         self.backend = backend
-        self.threshold = backend.meta.threshold if threshold is None else float(threshold)
         self.name = name or backend.describe()  # the model's path when loaded from one, for messages
+        self.threshold_override = None if threshold is None else float(threshold)
+        # The calibration that decides (default: the last station calibration, then the training one).
+        self.calibration: ActiveCalibration = self.calibration_named(calibration)
+        self._model_id: str | None = None
 
     @classmethod
     def load(cls, path: str | Path, threshold: float | None = None, options: LoadOptions | None = None,
-             **option_fields: object) -> "Detector":
+             calibration: str | None = None, **option_fields: object) -> "Detector":
         """`options` (or its fields as keywords: device, providers, threads, cuda_graph, onnx):
-        see `artifacts.LoadOptions`."""
-        return cls(open_backend(path, options, **option_fields), threshold, str(path))
+        see `artifacts.LoadOptions`; `calibration`: a calibration name stored in the model."""
+        backend = open_backend(path, options, **option_fields)
+        try:
+            return cls(backend, threshold, str(path), calibration)
+        except BaseException:
+            backend.close()
+            raise
+
+    def calibration_named(self, name: str | None) -> ActiveCalibration:
+        """A calibration of this model (with `--threshold`, if given, in place of its threshold)."""
+        return select_calibration(self.meta, name, self.threshold_override, self.name)
+
+    @property
+    def threshold(self) -> float:
+        return self.calibration.threshold
+
+    @property
+    def model_id(self) -> str:
+        """What the model computes, hashed (decision/model_id.py); stable across recalibration."""
+        if self._model_id is None:
+            path = getattr(self.backend, "path", None)
+            stored = self.meta.export.get("model_id") if isinstance(self.meta.export, dict) else None
+            if path is not None and Path(path).exists():
+                from dualkd_edge.decision.model_id import compute_model_id
+
+                self._model_id = compute_model_id(path)
+            else:  # a remote model (Triton): what its metadata says, if anything
+                self._model_id = stored or "unknown"
+        return self._model_id
 
     @property
     def meta(self) -> ArtifactMetadata:
@@ -74,17 +106,25 @@ class Detector:
         """Model outputs at model resolution for the batch's real images."""
         return {k: v[:batch.count] for k, v in self.backend.infer(batch.tensor).items()}
 
-    def decide(self, outputs: dict[str, np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[Prediction]:
+    def decide(self, outputs: dict[str, np.ndarray], sizes: Sequence[tuple[int, int]],
+               calibrations: Sequence[ActiveCalibration] | None = None) -> list[Prediction]:
+        """Predictions at the images' own sizes; `calibrations`: one per image (streams whose sources
+        have calibrations of their own), else this Detector's."""
+        calibrations = list(calibrations) if calibrations is not None else [self.calibration] * len(sizes)
+        rescored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         preds = []
         for i, (h, w) in enumerate(sizes):
-            score = float(outputs["score"][i])
+            chosen = calibrations[i]
+            if chosen.name not in rescored:
+                rescored[chosen.name] = chosen.scores(outputs)
+            score, logit = (float(v[i]) for v in rescored[chosen.name])
             preds.append(Prediction(
                 score=score,
                 local_score=float(outputs["local_score"][i]),
                 semantic_score=float(outputs["semantic_score"][i]),
-                is_anomaly=bool(score >= self.threshold),
+                is_anomaly=bool(score >= chosen.threshold),
                 anomaly_map=map_to_image(outputs["anomaly_map"][i, 0], self.meta.input, h, w),
-                score_logit=float(outputs["score_logit"][i]),
+                score_logit=logit,
             ))
         return preds
 

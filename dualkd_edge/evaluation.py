@@ -45,6 +45,7 @@ class EvalReport:
     # images left out of the pixel metrics: "path (why)", e.g. a defect whose mask is empty or broken
     pixel_skipped: list[str] = field(default_factory=list)
     threshold: float = 0.5
+    calibration: str = "training"  # the calibration the decisions were made with
 
     def mean_row(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
@@ -98,7 +99,8 @@ def ground_truth(sample: Sample, shape: tuple[int, int]) -> tuple[np.ndarray | N
 def evaluate(detector: Detector, categories: list[Category], batch_size: int = 8,
              progress: bool = True) -> EvalReport:
     """Run the detector over every test sample; pixel metrics only where masks exist."""
-    report = EvalReport(model=detector.backend.describe(), threshold=detector.threshold)
+    report = EvalReport(model=detector.backend.describe(), threshold=detector.threshold,
+                        calibration=detector.calibration.name)
     samples = [s for c in categories for s in c.test]
     if not samples:
         from dualkd_edge.errors import UserError

@@ -13,7 +13,10 @@ from dualkd_edge import __version__
 from dualkd_edge.errors import UserError
 
 # 2: InputSpec resize/crop (an older reader would silently skip the crop), output score_logit.
-SCHEMA_VERSION = 2
+# 3: named camera calibrations and the threshold history (an older reader would silently decide with
+#    the training threshold instead of the station's).
+SCHEMA_VERSION = 3
+TRAINING_CALIBRATION = "training"  # the name of the calibration made at training time
 # DINOv2's (ImageNet's) input normalisation; every preset uses it.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,17 +84,44 @@ class Calibration:
     n_images: int = 0
     # None in artifacts made before the calibrated heat-map scale: overlays then stretch each map.
     anomaly_map: MapCalibration | None = None
+    # score_logit of the calibration images at the quantiles 0, 0.01, ..., 1: what the drift watch
+    # compares live scores with (decision/drift.py). None in artifacts made before it.
+    score_quantiles: list[float] | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
+        quantiles = d.get("score_quantiles")
         return cls(
             local=BranchCalibration(**d["local"]),
             semantic=BranchCalibration(**d["semantic"]),
             beta=float(d.get("beta", 3.0)),
             n_images=int(d.get("n_images", 0)),
             anomaly_map=MapCalibration(**d["anomaly_map"]) if d.get("anomaly_map") else None,
+            score_quantiles=[float(q) for q in quantiles] if quantiles else None,
         )
 
+
+@dataclass
+class NamedCalibration:
+    """A calibration made on a station's own frames (`dualkd-edge calibrate`): the Noisy-OR statistics,
+    the normal anomaly-map range and the threshold at a false-alarm budget, with what they came from."""
+
+    name: str
+    calibration: Calibration
+    threshold: float  # on the probability `score`
+    max_fpr: float | None = None  # the budget the threshold was chosen for
+    promised_fpr: float | None = None  # upper confidence bound of the false-alarm rate at the threshold
+    frames: int = 0  # frames the statistics came from (outliers not counted)
+    outliers: int = 0  # commissioning frames set aside as probably not good
+    source: str = ""  # redacted
+    created: str = ""  # ISO 8601, UTC
+    model_id: str = ""  # the model the frames were scored with
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NamedCalibration":
+        d = dict(d)
+        d["calibration"] = Calibration.from_dict(d["calibration"])
+        return cls(**d)
 
 @dataclass
 class TeacherWeights:
@@ -114,6 +144,13 @@ class ArtifactMetadata:
     export: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     tool_version: str = __version__
+    # Station calibrations, oldest first: the last one is the default (`infer --calibration NAME`).
+    calibrations: list[NamedCalibration] = field(default_factory=list)
+    # Every threshold and calibration change, appended, never rewritten (decision/history.py).
+    history: list[dict] = field(default_factory=list)
+
+    def calibration_names(self) -> list[str]:
+        return [TRAINING_CALIBRATION] + [c.name for c in self.calibrations]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -146,6 +183,8 @@ class ArtifactMetadata:
                 export=d.get("export", {}),
                 schema_version=version,
                 tool_version=d.get("tool_version", "unknown"),
+                calibrations=[NamedCalibration.from_dict(c) for c in d.get("calibrations", [])],
+                history=list(d.get("history", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{source}: not dualkd-edge metadata (missing or bad field: {exc})") from None

@@ -74,12 +74,21 @@ def test_several_models_side_by_side_with_deltas(trained_run, small_dataset, tmp
 def test_tune_threshold_writes_metadata(trained_run, small_dataset, tmp_path, how):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    args = ["--max-fpr", "0.1"] if how == "fpr" else []
+    args = ["--max-fpr", "0.1"] if how == "fpr" else ["--f1-max"]
     proc = run_cli("eval", run, small_dataset, "--tune-threshold", *args)
     assert proc.returncode == 0, proc.stderr
     assert "threshold 0.5000 ->" in proc.stdout
-    new = json.loads((run / "run.json").read_text())["threshold"]
+    # what it costs, in a line engineer's units, and how many good images stood behind it
+    assert "false alarms per 1000 good parts" in proc.stdout and "catch rate" in proc.stdout
+    if how == "fpr":  # 12 good test images cannot promise 10%: said, and the threshold sits above them all
+        assert "too few to promise" in proc.stdout and "12 normal images" in proc.stdout
+    else:
+        assert "F1-max" in proc.stdout
+    record = json.loads((run / "run.json").read_text())
+    new = record["threshold"]
     assert new != 0.5
+    assert record["history"][-1]["command"] == "eval --tune-threshold"
+    assert record["history"][-1]["threshold"] == {"from": 0.5, "to": new}
     from dualkd_edge import Detector
 
     assert Detector.load(run, device="cpu").threshold == new

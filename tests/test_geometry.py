@@ -93,9 +93,9 @@ def test_old_preset_and_metadata_load_with_defaults():
         "calibration": {"local": {"mu": 0.1, "sigma": 0.01}, "semantic": {"mu": 0.2, "sigma": 0.02}},
         "teacher_weights": {"origin": "none", "pretrained": False}})
     assert meta.input.crop is None and meta.schema_version == 1
-    # written back (a re-tuned threshold, an export) it is schema 2: an older reader then asks to upgrade
-    assert meta.to_dict()["schema_version"] == 2
-    newer = dict(meta.to_dict(), schema_version=3)
+    # written back (a re-tuned threshold, an export) it is the current schema: an older reader then asks to upgrade
+    assert meta.to_dict()["schema_version"] == 3
+    newer = dict(meta.to_dict(), schema_version=4)
     with pytest.raises(UserError, match="newer than this dualkd-edge understands"):
         ArtifactMetadata.from_dict(newer, "m.onnx")
 

@@ -20,9 +20,10 @@ from dualkd_edge.artifacts.kinds import (
     metadata_file,
     open_backend,
     read_metadata,
+    update_metadata,
     update_threshold,
 )
 
 __all__ = ["ENGINE", "ENGINE_SUFFIXES", "INPUT_NAME", "KINDS", "ONNX", "OUTPUT_NAMES", "REQUIRED_OUTPUTS", "RUN",
            "ArtifactKind", "LoadOptions", "kind_of", "metadata_file", "model_outputs", "open_backend", "read_metadata",
-           "update_threshold"]
+           "update_metadata", "update_threshold"]

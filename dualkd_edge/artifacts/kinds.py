@@ -8,10 +8,12 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from dualkd_edge.errors import UserError
 from dualkd_edge.metadata import ArtifactMetadata
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -181,8 +183,9 @@ def metadata_file(path: str | Path) -> Path:
     return kind_of(path).metadata_file(real)
 
 
-def update_threshold(path: str | Path, threshold: float) -> float:
-    """Write a new decision threshold into the artifact's metadata; return the old one.
+def update_metadata(path: str | Path, change: Callable[[ArtifactMetadata], T]) -> T:
+    """Read the artifact's metadata, let `change` edit it, write it back atomically; return what
+    `change` returned.
 
     A symlinked artifact is updated where it points (the link stays); the file keeps its mode and
     owner; the metadata is read again under an exclusive lock on its file, so two updates at the
@@ -193,10 +196,30 @@ def update_threshold(path: str | Path, threshold: float) -> float:
     real = Path(os.path.realpath(path))
     with locked(kind.metadata_file(real)):
         meta = kind.read_metadata(real)
-        old = meta.threshold
-        meta.threshold = float(threshold)
+        result = change(meta)
         kind.write_metadata(real, meta)
-    return old
+    return result
+
+
+def update_threshold(path: str | Path, threshold: float, calibration: str | None = None,
+                     history: dict | None = None) -> float:
+    """Write a new decision threshold into the artifact's metadata (of the named calibration, else
+    the training one); append `history` (decision/history.py) when given; return the old threshold."""
+    from dualkd_edge.metadata import TRAINING_CALIBRATION
+
+    def change(meta: ArtifactMetadata) -> float:
+        if calibration in (None, TRAINING_CALIBRATION):
+            old, meta.threshold = meta.threshold, float(threshold)
+        else:
+            named = next((c for c in meta.calibrations if c.name == calibration), None)
+            if named is None:
+                raise UserError(f"{path}: no calibration {calibration!r} to update")
+            old, named.threshold = named.threshold, float(threshold)
+        if history is not None:
+            meta.history.append({**history, "threshold": {"from": old, "to": float(threshold)}})
+        return old
+
+    return update_metadata(path, change)
 
 
 def open_backend(path: str | Path, options: LoadOptions | None = None, **overrides: object):

@@ -108,7 +108,8 @@ class EvalRequest:
     markdown_out: Path | None = None
     per_image: Path | None = None
     tune: bool = False
-    max_fpr: float | None = None
+    max_fpr: float = 0.01
+    f1_max: bool = False
     overlays: Path | None = None
     worst: int = 5
     save_masks: bool = False
@@ -125,8 +126,10 @@ class EvalRequest:
         for model_path in self.models:
             if not Path(model_path).exists():
                 raise UserError(f"MODEL: not found: {model_path}")
-        if self.max_fpr is not None and not 0 <= self.max_fpr < 1:
-            raise UserError(f"--max-fpr: expected a rate in [0, 1), got {self.max_fpr}")
+        if not 0 < self.max_fpr < 1:
+            raise UserError(f"--max-fpr: expected a false-alarm rate in (0, 1), e.g. 0.01, got {self.max_fpr}")
+        if self.f1_max and not self.tune:
+            raise UserError("--f1-max: chooses how --tune-threshold tunes; add --tune-threshold")
         if self.worst < 1 or self.batch_size < 1:
             raise UserError("--worst and --batch-size must be >= 1")
         if self.save_masks and self.overlays is None:
@@ -211,6 +214,7 @@ def run(req: EvalRequest) -> list[EvalReport]:
     reports = [evaluate_model(req, Path(m), categories, results) for m in req.models]
     write_outputs(req, reports, results)
     if req.tune:
-        results.run(lambda: print(tune_threshold(req.models[0], reports[0], req.max_fpr)))
+        source = ", ".join(str(d) for d in req.data)
+        results.run(lambda: print(tune_threshold(req.models[0], reports[0], req.max_fpr, req.f1_max, source=source)))
     results.finish()
     return reports

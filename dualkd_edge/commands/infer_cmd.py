@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dualkd_edge.commands.signals import stop_on_signals
+from dualkd_edge.commands.signals import reload_on_sighup, stop_on_signals
 from dualkd_edge.errors import UserError
 
 
@@ -13,18 +13,23 @@ def source_files(specs) -> list[Path]:
     return [f for s in specs for f in s.files] + [Path(s.target) for s in specs if s.kind == "video"]
 
 
-def open_detector(model, load, threshold: float | None):
+def open_detector(model, load, threshold: float | None, calibration: str | None = None):
     """A local artifact, or a model on a Triton server (`model` is then a triton_backend.Endpoint)."""
     from dualkd_edge.detector import Detector
 
     if isinstance(model, Path):
-        return Detector.load(model, threshold, load)
+        return Detector.load(model, threshold, load, calibration=calibration)
     from dualkd_edge.runtime.triton_backend import TritonBackend
 
-    return Detector(TritonBackend(model), threshold, f"triton:{model}")
+    backend = TritonBackend(model)
+    try:
+        return Detector(backend, threshold, f"triton:{model}", calibration)
+    except BaseException:
+        backend.close()
+        raise
 
 
-def run_infer(model, source: str, opts, load, threshold: float | None = None, line=None) -> int:
+def run_infer(model, source: str, opts, load, threshold: float | None = None, line=None, watch: bool = True) -> int:
     """Exit code: 0; 1 when a source failed, was lost for good or gave nothing usable; 2 (an
     error) when an output failed: the run then stops, and says what it kept. `model`: a Path, or a
     Triton endpoint; `line`: LineOptions (MQTT, Modbus, webhook, dashboard)."""
@@ -45,10 +50,16 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     if isinstance(model, Path):
         inputs["MODEL"] = model
     check_outputs(folders=folders, appends=appends, inputs=inputs)
-    with open_detector(model, load, threshold) as det:
+    det = open_detector(model, load, threshold, opts.calibration)
+    runner = None
+    try:
         runner = start_runner(det, specs, opts, line)
-        with stop_on_signals(lambda _name: runner.request_stop()):
+        if isinstance(model, Path) and watch:  # hot swap (decision/hot_swap.py)
+            runner.watch(lambda: open_detector(model, load, threshold, opts.calibration))
+        with stop_on_signals(lambda _name: runner.request_stop()), \
+                reload_on_sighup(runner.watcher.request_reload if runner.watcher else None):
             summary = runner.run()
+        det = runner.det  # the model that decided last (a hot swap closed the one before)
         record = summary.to_dict()
         print(summary.format())
         if hasattr(det.backend, "server_report"):  # Triton: where the inference time went
@@ -56,6 +67,8 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
 
             record["triton"] = det.backend.server_report()
             print(format_server_report(record["triton"]))
+    finally:
+        (runner.det if runner is not None else det).close()
     problems = list(summary.output_errors)
     if opts.out is not None:
         try:

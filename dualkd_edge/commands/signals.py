@@ -36,3 +36,21 @@ def stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def reload_on_sighup(reload: Callable[[], None] | None) -> Iterator[None]:
+    """SIGHUP (`systemctl reload`, `kill -HUP`) calls `reload()`: load the model file again."""
+    if reload is None or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+
+    def handle(_signum, _frame) -> None:  # noqa: ANN001 - the signal module's signature
+        log.info("received SIGHUP: loading the model again")
+        reload()
+
+    previous = signal.signal(signal.SIGHUP, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -136,13 +136,63 @@ def generate_dataset(out: Path, n_train: int = 80, n_test_good: int = 20, n_test
     return out
 
 
-def write_line_video(path: Path, n: int = 120, size: int = 128, fps: float = 30.0, seed: int = 70_000) -> Path:
-    """A production-line camera video: parts of both kinds pass by, 3 in 10 with a defect."""
+LINE_VIDEO_DEFECTS = (None, None, None, "scratch", None, None, "spot", None, "missing", None)
+
+
+def line_video_defect(frame: int, defect_share: bool = True) -> str | None:
+    """The defect on frame `frame` of `write_line_video` (None: a good part)."""
+    return LINE_VIDEO_DEFECTS[frame % 10] if defect_share else None
+
+
+def write_line_video(path: Path, n: int = 120, size: int = 128, fps: float = 30.0, seed: int = 70_000,
+                     defects: bool = True) -> Path:
+    """A production-line camera video (OpenCV's mp4v): parts of both kinds pass by, 3 in 10 with a
+    defect (`line_video_defect`), or all good (`defects=False`: a commissioning run)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
-    defects = [None, None, None, "scratch", None, None, "spot", None, "missing", None]
     for i in range(n):
-        writer.write(render_part(PART_KINDS[i % 2], seed + i, size=size, defect=defects[i % 10])[0])
+        writer.write(render_part(PART_KINDS[i % 2], seed + i, size=size, defect=line_video_defect(i, defects))[0])
     writer.release()
+    return path
+
+
+# -- camera videos: the same parts as the stills, filmed ------------------------------------------------
+STRUCTURAL_DEFECTS = ("scratch", "spot", "missing")
+
+
+def camera_frames(n: int, seed: int, defect_every: int | None = None, lamp: float = 1.0, blur: float = 0.0,
+                  size: int = 128) -> list[tuple[np.ndarray, str | None]]:
+    """`n` camera frames of parts of both kinds, (frame, defect or None): about one in `defect_every`
+    defective (None: all good). `lamp` scales the light (0.6: a dimmed lamp) and `blur` (Gaussian
+    sigma, px) puts the lens slightly out of focus."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        defect = None
+        if defect_every and rng.random() < 1.0 / defect_every:
+            defect = STRUCTURAL_DEFECTS[int(rng.integers(len(STRUCTURAL_DEFECTS)))]
+        img, _ = render_part(PART_KINDS[i % 2], seed * 7919 + i, size=size, defect=defect)
+        img = img.astype(np.float32) * lamp + rng.normal(0, 1.5, img.shape)  # lamp, sensor noise
+        if blur > 0:
+            img = cv2.GaussianBlur(img, (0, 0), blur)
+        frames.append((np.clip(img, 0, 255).astype(np.uint8), defect))
+    return frames
+
+
+def write_h264(path: Path, frames: list[np.ndarray], fps: float = 25.0, crf: int = 23) -> Path:
+    """An H.264 (libx264, yuv420p) video as IP cameras send it, encoded by ffmpeg."""
+    import shutil
+    import subprocess
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("ffmpeg is needed to write H.264 videos")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}",
+           "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+           "-pix_fmt", "yuv420p", str(path)]
+    subprocess.run(cmd, input=b"".join(np.ascontiguousarray(f).tobytes() for f in frames), check=True)
     return path

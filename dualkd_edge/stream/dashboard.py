@@ -134,8 +134,15 @@ class Dashboard(Sink):
         sinks = self.runner.sinks if self.runner is not None else []
         return [s.delivery for s in sinks if getattr(s, "delivery", None) is not None]
 
+    @property
+    def current_threshold(self) -> float:
+        """The threshold deciding now (a hot swap or a new calibration may have changed it)."""
+        return self.runner.det.threshold if self.runner is not None else self.threshold
+
     def summary(self) -> dict:
-        return {"model": self.model, "threshold": self.threshold, "running": self.running,
+        decided = ({"model_id": self.runner.model_id, "calibration": self.runner.det.calibration.name}
+                   if self.runner is not None else {})
+        return {"model": self.model, "threshold": self.current_threshold, "running": self.running, **decided,
                 **self.metrics.summary(self._source_stats(), self._deliveries())}
 
     def health(self) -> tuple[int, dict]:
@@ -172,7 +179,7 @@ class Dashboard(Sink):
             page = resources.files("dualkd_edge.stream").joinpath("dashboard.html").read_bytes()
             self._send(req, HTTPStatus.OK, "text/html; charset=utf-8", page)
         elif url.path == "/metrics":
-            text = self.metrics.prometheus(self._source_stats(), self._deliveries(), self.threshold)
+            text = self.metrics.prometheus(self._source_stats(), self._deliveries(), self.current_threshold)
             self._send(req, HTTPStatus.OK, "text/plain; version=0.0.4; charset=utf-8", text.encode())
         elif url.path == "/api/summary":
             self._send(req, HTTPStatus.OK, "application/json", json.dumps(self.summary()).encode())

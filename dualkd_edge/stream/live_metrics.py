@@ -51,6 +51,8 @@ class SourceLive:
     latest: FrameResult | None = None
     latest_ng: FrameResult | None = None
     seen_at: float = 0.0  # monotonic time of the last frame
+    drift: bool = False  # the drift alarm is on (decision/drift.py)
+    drift_message: str = ""  # what it said last (fired or cleared)
     e2e_ms: deque = field(default_factory=lambda: deque(maxlen=RECENT))
     times: deque = field(default_factory=lambda: deque(maxlen=FPS_WINDOW))
     stages: dict[str, Histogram] = field(default_factory=lambda: {s.removesuffix("_ms"): Histogram() for s in STAGES})
@@ -85,6 +87,9 @@ class LiveMetrics:
             src.frames += 1
             src.ng += int(result.prediction.is_anomaly)
             src.latest, src.seen_at = result, now
+            src.drift = result.drift_active
+            if result.drift_event is not None:
+                src.drift_message = result.drift_event
             src.times.append(now)
             src.e2e_ms.append(result.latency_ms.get("e2e_ms", 0.0))
             for stage, ms in result.latency_ms.items():
@@ -134,11 +139,14 @@ class LiveMetrics:
                             "last": latest.record() if latest else None,
                             "last_ng": latest_ng.record() if latest_ng else None,
                             "dropped": getattr(stats, "dropped", 0), "reconnects": getattr(stats, "reconnects", 0),
-                            "opened": getattr(stats, "opened", src is not None), "errors": getattr(stats, "errors", [])})
+                            "opened": getattr(stats, "opened", src is not None), "errors": getattr(stats, "errors", []),
+                            "drift": {"alarm": bool(src and src.drift), "message": src.drift_message if src else ""}})
         with self.lock:
             ng_list = [(i, r.record()) for i, r in reversed(self.ng)]
         return {"uptime_s": round(time.time() - self.started, 1), "frames": sum(x["frames"] for x in sources),
                 "anomalies": sum(x["ng"] for x in sources), "sources": sources,
+                "drift": {"alarm": any(x["drift"]["alarm"] for x in sources),
+                          "messages": [x["drift"]["message"] for x in sources if x["drift"]["alarm"]]},
                 "deliveries": [d.to_dict() for d in deliveries],
                 "last_ng": [{"id": i, "source": r["source"], "frame": r["frame"], "score": r["score"],
                              "timestamp": r["timestamp"], "image": f"/ng/{i}.jpg"} for i, r in ng_list]}
@@ -168,6 +176,9 @@ class LiveMetrics:
         family("dualkd_stage_latency_seconds", "histogram",
                "Per-frame time of each pipeline stage (decode, preprocess, inference, postprocess, output, e2e).", hist)
         family("dualkd_threshold", "gauge", "Decision threshold on the score.", [f"dualkd_threshold {threshold}"])
+        with self.lock:
+            family("dualkd_drift_alarm", "gauge", "1 while the source's scores no longer look like its calibration's.",
+                   [f"dualkd_drift_alarm{{{lb}}} {int(bool(src and src.drift))}" for lb, src, _ in per_source])
         for field_name, kind, help_text in (("accepted", "counter", "Decisions handed to a line-side sink."),
                                             ("delivered", "counter", "Decisions the receiver acknowledged."),
                                             ("dropped", "counter", "Decisions pushed out of a full queue."),

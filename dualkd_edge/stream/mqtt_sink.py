@@ -1,6 +1,8 @@
 """`--mqtt mqtt[s]://[user:pw@]HOST[:PORT]/TOPIC`: one JSON message per decision on TOPIC (QoS 1),
 and a retained `TOPIC/status` that reads `online` while the run is connected and `offline` after it
-(the broker publishes `offline` itself, as the last will, when the run dies). paho-mqtt keeps QoS 1
+(the broker publishes `offline` itself, as the last will, when the run dies). The drift watch's
+state is the retained JSON `TOPIC/status/drift` (`{"alarm": ..., "source": ..., "message": ...}`),
+published when it changes and on every (re)connection. paho-mqtt keeps QoS 1
 messages while the broker is away and resends them when it is back (up to `max_queued`)."""
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class MqttTarget:
     def status_topic(self) -> str:
         return f"{self.topic}/status"
 
+    @property
+    def drift_topic(self) -> str:
+        return f"{self.topic}/status/drift"
+
 
 def parse_mqtt_url(url: str) -> MqttTarget:
     usage = f"--mqtt: expected mqtt[s]://[user:password@]HOST[:PORT]/TOPIC, got {redact(url)!r}"
@@ -77,6 +83,7 @@ class MqttSink(QueuedSink):
         self.status_mids: set[int] = set()
         self.closing = False
         self.ever_connected = threading.Event()
+        self.drift_state: dict = {"alarm": False, "source": None, "frame": None, "message": ""}
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                              client_id=f"dualkd-edge-{socket.gethostname()}-{os.getpid()}", clean_session=True)
         client.will_set(target.status_topic, "offline", qos=1, retain=True)
@@ -97,6 +104,20 @@ class MqttSink(QueuedSink):
     def selects(self, result: FrameResult) -> bool:
         return result.prediction.is_anomaly or not self.only_ng
 
+    def write(self, result: FrameResult) -> None:
+        if result.drift_event is not None:  # the drift alarm fired or cleared on this frame
+            self.drift_state = {"alarm": result.drift_active, "source": result.source_label,
+                                "frame": result.frame.index, "message": result.drift_event}
+            self._publish_drift()
+        super().write(result)
+
+    def _publish_drift(self) -> None:
+        import json
+
+        # paho's publish is thread-safe; it keeps the message while the broker is away
+        self.status_mids.add(self.client.publish(self.target.drift_topic, json.dumps(self.drift_state),
+                                                 qos=1, retain=True).mid)
+
     # -- paho callbacks (its network thread) -----------------------------------------------------
     def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:
         if reason.is_failure:
@@ -105,6 +126,7 @@ class MqttSink(QueuedSink):
             return
         self.delivery.connected = True
         self.status_mids.add(client.publish(self.target.status_topic, "online", qos=1, retain=True).mid)
+        self._publish_drift()
         if self.ever_connected.is_set():
             self.count("reconnects")
             log.info("mqtt %s: reconnected", self.target.display)

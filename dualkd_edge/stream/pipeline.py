@@ -12,6 +12,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dualkd_edge.decision.calibrations import ActiveCalibration
+from dualkd_edge.decision.drift import DriftMonitor, DriftSettings
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
 from dualkd_edge.outputs import describe_os_error
@@ -49,6 +51,8 @@ class StreamOptions:
     fps_limit: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     decoder: str = "opencv"  # rtsp:// URLs: opencv (FFmpeg) | gstreamer (stream/gstreamer.py)
+    calibration: str | None = None  # --calibration: pinned across hot swaps (None: the model's default)
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     def validate(self) -> None:
         if self.batch < 1:
@@ -123,13 +127,15 @@ class StreamRunner:
                             "(export with --batch dynamic for more)")
         self.run_id = run_id or new_run_id()  # given when the caller built the sinks with it
         self.sinks = opts.sinks(self.run_id) if sinks is None else sinks
-        self.painter = None
-        if any(s.shows_pictures for s in self.sinks):
-            from dualkd_edge.overlay import OverlayPainter
-
-            self.painter = OverlayPainter.for_model(detector.meta, detector.name, detector.threshold)
-            if opts.save_masks:
-                self.painter.require_calibrated("--save-masks", detector.name)
+        self._wants_pictures = any(s.shows_pictures for s in self.sinks)
+        self._painters: dict[tuple, object] = {}
+        # One calibration per source (a list's `calibration=NAME`, else the model's / --calibration).
+        self.source_calibrations = self.calibrations_for(detector)
+        self.drift = [DriftMonitor(s.name, c.name, c.calibration.score_quantiles, opts.drift)
+                      for s, c in zip(self.specs, self.source_calibrations)]
+        self.model_id = detector.model_id
+        self.watcher = None  # decision.hot_swap.ModelWatcher, when watch() was called
+        self.swaps: list[dict] = []
         self.stop = threading.Event()
         self.interrupted = False
         self.output_errors: list[str] = []  # an output that failed (disk full...) stops the run
@@ -141,6 +147,65 @@ class StreamRunner:
         self._rr = 0
         self.batch_sizes: Counter[int] = Counter()  # inference calls per number of frames
         self.batch_timeouts = 0  # batches sent before every delivering source had a frame in them
+
+    # -- calibrations, pictures, hot swap ------------------------------------------------------------
+    def calibrations_for(self, detector: Detector) -> list[ActiveCalibration]:
+        """Each source's calibration in `detector` (UserError naming a calibration it lacks)."""
+        chosen = [detector.calibration_named(s.calibration) if s.calibration else detector.calibration
+                  for s in self.specs]
+        if self._wants_pictures and self.opts.save_masks:
+            for cal in chosen:
+                self._painter_for(detector, cal).require_calibrated("--save-masks", detector.name)
+        return chosen
+
+    def _painter_for(self, detector: Detector, cal: ActiveCalibration):
+        """The overlay painter of a calibration: its normal anomaly-map range and threshold."""
+        from dataclasses import replace
+
+        from dualkd_edge.overlay import OverlayPainter
+
+        key = (id(detector), cal.name, cal.threshold)
+        if key not in self._painters:
+            meta = replace(detector.meta, calibration=cal.calibration)
+            self._painters[key] = OverlayPainter.for_model(meta, detector.name, cal.threshold)
+        return self._painters[key]
+
+    def check_replacement(self, candidate: Detector) -> None:
+        """What a hot-swapped model must satisfy (decision/hot_swap.py); raises with the reason."""
+        if candidate.meta.input != self.det.meta.input:
+            raise UserError(f"its input contract ({candidate.meta.input}) differs from the running model's "
+                            f"({self.det.meta.input})")
+        if candidate.backend.max_batch and self.opts.batch > candidate.backend.max_batch:
+            raise UserError(f"it takes at most {candidate.backend.max_batch} image(s) per batch; --batch is {self.opts.batch}")
+        self.calibrations_for(candidate)
+
+    def watch(self, load) -> None:
+        """Take replacements of the model file while running: `load()` opens the file again."""
+        from dualkd_edge.decision.hot_swap import ModelWatcher
+
+        self.watcher = ModelWatcher(Path(self.det.name), load, self.check_replacement,
+                                    lambda: f"model_id {self.model_id}")
+
+    def _swap_if_replaced(self) -> None:
+        new = self.watcher.take() if self.watcher is not None else None
+        if new is None:
+            return
+        old, old_cals = self.det, self.source_calibrations
+        new_cals = self.calibrations_for(new)
+        self.det, self.source_calibrations = new, new_cals
+        old_id, self.model_id = self.model_id, new.model_id
+        for monitor, before, after in zip(self.drift, old_cals, new_cals):
+            if (before.name, before.calibration.score_quantiles) != (after.name, after.calibration.score_quantiles):
+                monitor.rebase(after.name, after.calibration.score_quantiles, self.frames)
+        self._painters.clear()
+        swap = {"frame": self.frames, "time": time.time(), "model_id": {"from": old_id, "to": self.model_id},
+                "calibration": {"from": old_cals[0].name, "to": new_cals[0].name},
+                "threshold": {"from": old_cals[0].threshold, "to": new_cals[0].threshold}}
+        self.swaps.append(swap)
+        log.info("model %s replaced after frame %d: model_id %s -> %s, calibration '%s' -> '%s', threshold %.6g -> %.6g",
+                 self.det.name, self.frames, old_id, self.model_id, swap["calibration"]["from"],
+                 swap["calibration"]["to"], swap["threshold"]["from"], swap["threshold"]["to"])
+        old.close()
 
     def source_stats(self) -> list:
         """The capture threads' counts (SourceStats) while the run goes on, e.g. for a dashboard."""
@@ -210,15 +275,31 @@ class StreamRunner:
         t1 = time.perf_counter()
         outputs = self.det.run(prepared)
         t2 = time.perf_counter()
-        preds = self.det.decide(outputs, prepared.sizes)
+        cals = [self.source_calibrations[w.index] for w, _ in batch]
+        preds = self.det.decide(outputs, prepared.sizes, cals)
         t3 = time.perf_counter()
         n = len(batch)
         live_fps = self._fps.tick(t3, n)
         stage = {"preprocess_ms": (t1 - t0) * 1e3 / n, "inference_ms": (t2 - t1) * 1e3 / n,
                  "postprocess_ms": (t3 - t2) * 1e3 / n}
-        return [FrameResult(frame, worker.spec.name, worker.fps, pred, self.det.threshold,
-                            {"decode_ms": frame.decode_ms, **stage}, live_fps, self.painter)
-                for (worker, frame), pred in zip(batch, preds)]
+        results = []
+        for (worker, frame), pred, cal in zip(batch, preds, cals):
+            result = FrameResult(frame, worker.spec.name, worker.fps, pred, cal.threshold,
+                                 {"decode_ms": frame.decode_ms, **stage}, live_fps,
+                                 self._painter_for(self.det, cal) if self._wants_pictures else None,
+                                 self.model_id, cal.name)
+            self._watch_drift(worker.index, result, cal)
+            results.append(result)
+        return results
+
+    def _watch_drift(self, source: int, result: FrameResult, cal: ActiveCalibration) -> None:
+        monitor = self.drift[source]
+        p = result.prediction
+        event = monitor.update(result.frame.index, p.score_logit, cal.branch_z(p.local_score, p.semantic_score))
+        if event is not None:
+            (log.warning if monitor.state.active else log.info)("%s", event)
+        result.drift_event = event
+        result.drift_active = monitor.state.active
 
     def _output_failed(self, sink: Sink, exc: OSError) -> None:
         """A sink could not write (disk full, remounted read-only): stop after the frames in
@@ -256,6 +337,7 @@ class StreamRunner:
     def _loop(self, workers: list[CaptureWorker]) -> None:
         opts = self.opts
         while not self.stop.is_set():
+            self._swap_if_replaced()  # between batches: no frame dropped or reordered
             batch = self._next_batch(workers)
             if not batch:
                 return
@@ -283,6 +365,8 @@ class StreamRunner:
             self.stop.set()
             for w in workers:
                 w.join(timeout=10)
+            if self.watcher is not None:
+                self.watcher.close()
             for sink in self.sinks:
                 try:
                     outputs += sink.close()
@@ -299,4 +383,7 @@ class StreamRunner:
                              {k: stage_stats(v) for k, v in self.latencies.items()}, self.interrupted, outputs,
                              dict(sorted(self.batch_sizes.items())), self.batch_timeouts,
                              [s.delivery for s in self.sinks if getattr(s, "delivery", None) is not None],
-                             self.output_errors, self.run_id)
+                             self.output_errors, self.run_id, [m.state for m in self.drift], self.swaps,
+                             list(self.watcher.refused) if self.watcher is not None else [],
+                             {"model_id": self.model_id, "calibrations": [c.name for c in self.source_calibrations],
+                              "thresholds": [c.threshold for c in self.source_calibrations]})

@@ -20,6 +20,10 @@ class FrameResult:
     latency_ms: dict[str, float]  # per stage; output and e2e grow while the sinks write
     live_fps: float | None = None  # frames per second of the pipeline, None before it is known
     painter: object | None = None  # OverlayPainter, when some sink shows pictures
+    model_id: str = ""  # what decided (decision/model_id.py)
+    calibration: str = ""  # the calibration's name (decision/calibrations.py)
+    drift_active: bool = False  # the source's drift alarm is on (decision/drift.py)
+    drift_event: str | None = None  # the alarm fired or cleared on this frame: what it said
     _overlay: np.ndarray | None = field(default=None, repr=False)
 
     def overlay(self) -> np.ndarray:
@@ -39,5 +43,6 @@ class FrameResult:
         return {"source": f.source_name, "source_index": f.source, "frame": f.index,
                 "timestamp": round(f.timestamp, 6), "score": round(p.score, 6), "score_logit": round(p.score_logit, 6),
                 "local_score": round(p.local_score, 6), "semantic_score": round(p.semantic_score, 6),
-                "is_anomaly": p.is_anomaly, "threshold": self.threshold,
+                "is_anomaly": p.is_anomaly, "threshold": self.threshold, "model_id": self.model_id,
+                "calibration": self.calibration, "drift": self.drift_active,
                 "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()}}

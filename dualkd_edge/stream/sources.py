@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob as globlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dualkd_edge.errors import UserError
@@ -25,6 +25,7 @@ class SourceSpec:
     live: bool
     files: tuple[Path, ...] = ()
     problem: str = ""  # kind "unavailable": why, naming the list file and line
+    calibration: str | None = None  # a list line `calibration=NAME SOURCE`: this source's calibration
 
     @property
     def reconnects(self) -> bool:
@@ -135,9 +136,10 @@ def parse_source_list(path: Path) -> list[SourceSpec]:
         if not line or line.startswith("#"):
             continue
         try:
+            calibration, line = split_calibration(line)
             if line.endswith(".txt") and Path(line).expanduser().is_file():
                 raise UserError("lists may not nest")
-            specs.extend(parse_source(line))
+            specs.extend(replace(s, calibration=calibration) for s in parse_source(line))
         except UserError as exc:
             problem = f"{path}:{n}: {redact(str(exc)).removeprefix('SOURCE: ')}"
             log.warning("SOURCE %s", problem)
@@ -147,6 +149,19 @@ def parse_source_list(path: Path) -> list[SourceSpec]:
     if all(s.kind == "unavailable" for s in specs):
         raise UserError(f"SOURCE: none of the sources in {path} is usable: " + "; ".join(s.problem for s in specs))
     return specs
+
+
+def split_calibration(line: str) -> tuple[str | None, str]:
+    """`calibration=NAME SOURCE` -> (NAME, SOURCE): a station calibration for one source of a list."""
+    if not line.startswith("calibration="):
+        return None, line
+    head, _, rest = line.partition(" ")
+    from dualkd_edge.decision.calibrations import check_calibration_name
+
+    name = check_calibration_name(head.removeprefix("calibration="), "calibration=", allow_training=True)
+    if not rest.strip():
+        raise UserError(f"{head}: names no source after it")
+    return name, rest.strip()
 
 
 def image_files_only(files: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:

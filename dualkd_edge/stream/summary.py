@@ -34,6 +34,10 @@ class StreamSummary:
     deliveries: list = field(default_factory=list)  # DeliveryStats of the line-side sinks
     output_errors: list[str] = field(default_factory=list)  # outputs that failed and stopped the run
     run_id: str = ""  # also on every JSONL line of this run
+    drift: list = field(default_factory=list)  # decision.drift.DriftState per source
+    swaps: list[dict] = field(default_factory=list)  # models taken over while running (hot swap)
+    refused_swaps: list[str] = field(default_factory=list)  # replacements that could not be loaded or checked
+    decided_by: dict = field(default_factory=dict)  # model_id, calibration and threshold per source (at the end)
 
     @property
     def fps(self) -> float:
@@ -43,8 +47,16 @@ class StreamSummary:
     def errors(self) -> list[str]:
         return [e for s in self.sources for e in s.errors]
 
+    def drift_entry(self) -> dict:
+        """One source: its drift state; several: an alarm if any fired, the earliest first frame."""
+        from dualkd_edge.decision.drift import combined_drift
+
+        if len(self.drift) == 1:
+            return self.drift[0].to_dict()
+        return combined_drift(self.drift) if self.drift else {"alarm": False, "first_frame": None, "watching": False}
+
     def to_dict(self) -> dict:
-        return {
+        d = {
             "run_id": self.run_id, "frames": self.frames, "anomalies": self.anomalies, "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 3), "interrupted": self.interrupted, "errors": self.errors,
             "dropped": sum(s.dropped for s in self.sources), "corrupted": sum(s.corrupted for s in self.sources),
@@ -54,7 +66,36 @@ class StreamSummary:
             "batches": {"sizes": {str(k): v for k, v in self.batch_sizes.items()}, "timed_out": self.batch_timeouts},
             "deliveries": [d.to_dict() for d in self.deliveries],
             "output_errors": self.output_errors,
+            "drift": self.drift_entry(),
+            "model_id": self.decided_by.get("model_id"),
+            "calibrations": self.decided_by.get("calibrations", []),
+            "thresholds": self.decided_by.get("thresholds", []),
+            "swaps": self.swaps, "refused_swaps": self.refused_swaps,
         }
+        for source, state in zip(d["sources"], self.drift):
+            source["drift"] = state.to_dict()
+        return d
+
+    def decision_lines(self, d: dict) -> list[str]:
+        """Which model and calibration decided, and whether the cameras still look like it."""
+        lines = []
+        if d["model_id"]:
+            cals = sorted(set(zip(d["calibrations"], d["thresholds"])))
+            lines.append(f"decided by model_id {d['model_id']}, calibration "
+                         + ", ".join(f"'{name}' (threshold {t:.4g})" for name, t in cals)
+                         + (f"; {len(self.swaps)} model swap(s) while running" if self.swaps else ""))
+        for message in self.refused_swaps:
+            lines.append(f"refused: {message}")
+        for state in self.drift:
+            if state.alarm:
+                lines.append(f"DRIFT: {state.message}" if state.active else
+                             f"drift alarm from frame {state.first_frame}, cleared at frame {state.cleared_frame}")
+        if self.drift and not any(s.watching for s in self.drift):
+            lines.append("drift: not watched: the calibration has no score statistics (made before dualkd-edge "
+                         "stored them); `dualkd-edge calibrate MODEL SOURCE` on this camera makes one")
+        elif self.drift and not any(s.alarm for s in self.drift):
+            lines.append("drift: none (the scores look like the calibration's)")
+        return lines
 
     def format(self) -> str:
         d = self.to_dict()
@@ -70,6 +111,7 @@ class StreamSummary:
                 for stage, s in d["latency_ms"].items() if s]
         if rows:
             lines.append(text_table(["stage (ms)", "mean", "p50", "p99", "max"], rows))
+        lines += self.decision_lines(d)
         lines += [d.format() for d in self.deliveries]
         lines += [f"error: {e}" for e in d["errors"]]
         return "\n".join(lines)

@@ -9,7 +9,8 @@ from dualkd_edge.map_scale import MapHistogram
 from dualkd_edge.metadata import BranchCalibration, Calibration
 from dualkd_edge.model.dual_student import DualStudentModel, NoisyOrScoring
 from dualkd_edge.preprocess import normalize_nhwc_bgr
-from dualkd_edge.scoring import robust_sigma
+from dualkd_edge.decision.drift import score_quantiles
+from dualkd_edge.scoring import noisy_or_logit, robust_sigma
 
 
 @torch.no_grad()
@@ -37,13 +38,16 @@ def raw_scores(model: DualStudentModel, images: np.ndarray, batch_size: int = 32
 def calibrate(model: DualStudentModel, images: np.ndarray, beta: float = 3.0) -> Calibration:
     maps = MapHistogram()
     local, semantic = raw_scores(model, images, map_histogram=maps)
-    return Calibration(
+    calibration = Calibration(
         local=BranchCalibration(mu=float(local.mean()), sigma=robust_sigma(local)),
         semantic=BranchCalibration(mu=float(semantic.mean()), sigma=robust_sigma(semantic)),
         beta=beta,
         n_images=int(len(images)),
         anomaly_map=maps.summary(),
     )
+    # What the drift watch compares live scores with (decision/drift.py).
+    calibration.score_quantiles = score_quantiles(noisy_or_logit(local, semantic, calibration))
+    return calibration
 
 
 @torch.no_grad()

@@ -1,0 +1,125 @@
+"""`dualkd-edge calibrate`: commission a station on its own camera (decision/commissioning.py)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dualkd_edge.errors import UserError
+
+log = logging.getLogger("dualkd_edge")
+
+MIN_FRAMES = 20  # below this no spread, and no budget, can be estimated
+
+
+@dataclass
+class CalibrateRequest:
+    model: Path
+    source: str
+    frames: int = 300
+    max_fpr: float = 0.01
+    name: str | None = None
+    confidence: float = 0.95
+    decoder: str = "opencv"
+    read_timeout: float = 5.0
+    load: object = None  # artifacts.LoadOptions
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from dualkd_edge.decision.calibrations import check_calibration_name
+
+        if self.frames < MIN_FRAMES:
+            raise UserError(f"--frames: at least {MIN_FRAMES} frames of good parts are needed, got {self.frames}")
+        if not 0 < self.max_fpr < 1:
+            raise UserError(f"--max-fpr: expected a false-alarm rate in (0, 1), e.g. 0.01, got {self.max_fpr}")
+        if not 0.5 <= self.confidence < 1:
+            raise UserError(f"--confidence: expected a level in [0.5, 1), e.g. 0.95, got {self.confidence}")
+        if self.name is not None:
+            check_calibration_name(self.name)
+
+
+def default_name(spec) -> str:
+    """A name from the source: the video's or folder's stem, the camera's index, the stream's path."""
+    import re
+
+    from dualkd_edge.decision.calibrations import check_calibration_name
+
+    stem = Path(spec.target).stem if spec.kind in ("video", "images", "image") else spec.name.rsplit("/", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:64] or "station"
+    try:
+        return check_calibration_name(name)
+    except UserError:
+        return "station"
+
+
+def run_calibrate(req: CalibrateRequest) -> int:
+    from dualkd_edge.artifacts import LoadOptions, kind_of, metadata_file, update_metadata
+    from dualkd_edge.commands.signals import stop_on_signals
+    from dualkd_edge.decision.commissioning import CommissioningFrames, fit_station_calibration
+    from dualkd_edge.detector import Detector
+    from dualkd_edge.metadata import TRAINING_CALIBRATION
+    from dualkd_edge.outputs import check_outputs
+    from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
+    from dualkd_edge.stream.sources import parse_source
+
+    req.validate()
+    kind_of(req.model)
+    specs = parse_source(req.source)
+    if len(specs) != 1:
+        raise UserError(f"SOURCE: a calibration is made on one camera or stream; {req.source} names {len(specs)} "
+                        "(calibrate each with its own --name, then pick them per source in the list)")
+    name = req.name or default_name(specs[0])
+    check_outputs(files={"MODEL": metadata_file(req.model)})
+    with Detector.load(req.model, options=req.load or LoadOptions(), calibration=TRAINING_CALIBRATION) as det:
+        frames = CommissioningFrames(spec=det.meta.input)
+        opts = StreamOptions(max_frames=req.frames, decoder=req.decoder,
+                             retry=RetryPolicy.from_options(3, req.read_timeout))
+        runner = StreamRunner(det, specs, opts, sinks=[frames])
+        print(f"calibrating {req.model} on {specs[0].name}: reading {req.frames} frames of good parts")
+        with stop_on_signals(lambda _name: runner.request_stop()):
+            summary = runner.run()
+        model_id = det.model_id
+        beta = det.meta.calibration.beta
+    if frames.count < MIN_FRAMES:
+        raise UserError(f"SOURCE: only {frames.count} frame(s) could be read from {specs[0].name}; a calibration "
+                        f"needs at least {MIN_FRAMES}" + (f" ({'; '.join(summary.errors)})" if summary.errors else ""))
+    if frames.count < req.frames:
+        log.warning("SOURCE %s gave %d of the %d frames asked for; calibrating on those", specs[0].name,
+                    frames.count, req.frames)
+    station = fit_station_calibration(frames, name, req.max_fpr, req.confidence, beta, specs[0].name, model_id)
+    previous = update_metadata(req.model, lambda meta: store_calibration(meta, station.named, "calibrate"))
+    print(describe_calibration(req.model, station, previous))
+    return 0
+
+
+def store_calibration(meta, named, command: str) -> str:
+    """Add (or replace, moving it last: the default) a named calibration; record it in the history.
+    Returns the calibration that was the default before."""
+    from dualkd_edge.decision.calibrations import default_calibration_name, select_calibration
+    from dualkd_edge.decision.history import history_entry
+
+    previous_default = default_calibration_name(meta)
+    replaced = next((c for c in meta.calibrations if c.name == named.name), None)
+    old_threshold = replaced.threshold if replaced else select_calibration(meta).threshold
+    meta.calibrations = [c for c in meta.calibrations if c.name != named.name] + [named]
+    meta.history.append(history_entry(
+        command, named.name, old_threshold, named.threshold, named.source, named.frames,
+        replaced=replaced is not None, previous_default=previous_default, max_fpr=named.max_fpr,
+        promised_fpr=named.promised_fpr, outliers=named.outliers, model_id=named.model_id))
+    return previous_default
+
+
+def describe_calibration(model: Path, station, previous_default: str) -> str:
+    n = station.named
+    aside = station.set_aside
+    lines = [f"calibration '{n.name}' stored in {model}: {n.frames} frames of {n.source}",
+             f"  set aside as probably not good parts: {len(aside)}"
+             + (f" (frames {', '.join(map(str, aside[:20]))}{' ...' if len(aside) > 20 else ''})" if aside else ""),
+             f"  threshold {n.threshold:.6g} (score_logit {station.budget.threshold_logit:.4g}) at a false-alarm budget "
+             f"of {n.max_fpr:g}",
+             f"  {station.budget.describe()}",
+             f"  it is now the default calibration of `dualkd-edge infer` (was '{previous_default}'); "
+             f"a running infer on this model picks it up within seconds"]
+    return "\n".join(lines)

@@ -114,7 +114,7 @@ def one_round(det, camera_url: str, setup: str, frames: int, receivers: dict,
     finally:
         if viewers is not None:
             viewers.stop()
-    return runner.latencies, summary.deliveries
+    return {k: list(v.recent) for k, v in runner.latencies.items()}, summary.deliveries
 
 
 def main() -> int:

@@ -116,6 +116,9 @@ class NamedCalibration:
     source: str = ""  # redacted
     created: str = ""  # ISO 8601, UTC
     model_id: str = ""  # the model the frames were scored with
+    # The raw branch scores of the frames it was made from (outliers left out): `improve` adds the
+    # reviewed good frames to them. {"local": [...], "semantic": [...]}; None in older calibrations.
+    raw_scores: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "NamedCalibration":
@@ -173,9 +176,13 @@ class ArtifactMetadata:
                 )
             tw = dict(d["teacher_weights"])
             tw.pop("label", None)
+            spec = InputSpec.from_dict(d["input"])
+            from dualkd_edge.artifacts.checks import check_input_spec
+
+            check_input_spec(spec, source)  # sizes are input, not truth: before anything allocates by them
             return cls(
                 preset=d["preset"],
-                input=InputSpec.from_dict(d["input"]),
+                input=spec,
                 calibration=Calibration.from_dict(d["calibration"]),
                 teacher_weights=TeacherWeights(**tw),
                 threshold=float(d.get("threshold", 0.5)),

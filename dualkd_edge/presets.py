@@ -65,6 +65,21 @@ class Preset:
                             f"size {self.img_size} (or set crop={self.img_size})")
         if self.default_steps < 1 or self.hard_mining_ramp_steps < 1:
             raise UserError(f"preset {self.name}: default_steps and hard_mining_ramp_steps must be >= 1")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """A preset read from a file is input: sizes far beyond any DINOv2 (ViT-g: 1536 wide, 40 deep)
+        would ask for unbounded memory before the weights could say they do not fit."""
+        bounds = {"img_size": (14, 4096), "teacher_dim": (8, 4096), "teacher_depth": (1, 64), "teacher_heads": (1, 64),
+                  "teacher_reg_tokens": (0, 64), "decoder_depth": (1, 64), "decoder_heads": (1, 64),
+                  "ee_dim": (8, 4096), "ee_depth": (1, 64), "ee_heads": (1, 64), "ee_reg_tokens": (0, 64),
+                  "patch_size": (1, 64)}
+        for name, (lo, hi) in bounds.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise UserError(f"preset {self.name}: {name} = {value!r} is outside {lo}..{hi}")
+        if self.teacher_dim % self.teacher_heads or self.ee_dim % self.ee_heads:
+            raise UserError(f"preset {self.name}: the widths must divide by the head counts")
 
     @property
     def grid(self) -> int:

@@ -23,6 +23,18 @@ except ImportError:
 needs_torch = pytest.mark.skipif(not torch_available, reason="needs PyTorch (pip install '.[train]')")
 
 
+def _missing(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+# A broker test needs the OS server AND the client library: either may be missing on a user's machine.
+needs_broker = pytest.mark.skipif(shutil.which("mosquitto") is None or _missing("paho"),
+                                  reason="needs mosquitto (OS package) and paho-mqtt (pip install '.[line]')")
+needs_paho = pytest.mark.skipif(_missing("paho"), reason="needs paho-mqtt (pip install '.[line]')")
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, input: str | None = None) -> subprocess.CompletedProcess:
     """Run the real `dualkd-edge` entry point in a subprocess."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1")

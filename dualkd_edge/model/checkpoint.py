@@ -53,7 +53,9 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[DualStudentModel, Arti
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{run_dir}: {WEIGHTS_FILE} is missing (was training interrupted before the first checkpoint?)")
-    model = DualStudentModel(Preset.from_dict(meta.preset, str(run_dir / META_FILE)))
+    preset = Preset.from_dict(meta.preset, str(run_dir / META_FILE))
+    check_weights_fit_preset(preset, weights, run_dir / META_FILE)
+    model = DualStudentModel(preset)
     try:
         tensors = load_file(str(weights))
     except Exception as exc:  # noqa: BLE001 - safetensors reports a cut-short file in several ways
@@ -64,6 +66,23 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[DualStudentModel, Arti
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{weights}: weights do not match the run's preset ({str(exc)[:200]})") from None
     return model.to(device).eval(), meta
+
+
+def check_weights_fit_preset(preset: Preset, weights: Path, meta_file: Path) -> None:
+    """The preset in run.json against the tensor shapes in the weights file's header, on a model built
+    on the meta device (no memory): a damaged or hostile preset is refused before anything is allocated."""
+    from dualkd_edge.artifacts.checks import safetensors_shapes
+
+    stored = safetensors_shapes(weights)
+    with torch.device("meta"):
+        expected = {k: list(v.shape) for k, v in DualStudentModel(preset).state_dict().items()}
+    wrong = [k for k in expected if k in stored and stored[k] != expected[k]]
+    missing = sorted(set(expected) - set(stored))
+    if wrong or missing:
+        k = wrong[0] if wrong else missing[0]
+        found = f"holds {stored[k]}" if k in stored else "lacks it"
+        raise UserError(f"{meta_file}: its preset does not match {weights.name} ({k}: the preset makes "
+                        f"{expected[k]}, the file {found}); the run's files do not belong together")
 
 
 def inference_model(model: DualStudentModel, meta: ArtifactMetadata, input_dtype: str = "float") -> InferenceModel:

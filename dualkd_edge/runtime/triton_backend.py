@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,7 @@ class Endpoint:
     host: str
     port: int
     model: str
+    cafile: str | None = None  # gRPC over TLS, the server verified against this CA (--triton-cafile)
 
     @property
     def url(self) -> str:
@@ -84,6 +86,18 @@ def server_split(before: dict[str, int], after: dict[str, int], roundtrip_ms: fl
 class TritonBackend(Backend):
     name = "triton"
 
+    def _tls(self) -> dict:
+        """gRPC SSL arguments: the CA file's certificates as the roots the server must chain to."""
+        if self.endpoint.cafile is None:
+            return {}
+        try:
+            roots = Path(self.endpoint.cafile).read_bytes()
+        except OSError as exc:
+            raise UserError(f"--triton-cafile: cannot read {self.endpoint.cafile} ({exc.strerror or exc})") from None
+        if b"-----BEGIN CERTIFICATE-----" not in roots:
+            raise UserError(f"--triton-cafile: {self.endpoint.cafile} holds no PEM certificate")
+        return {"ssl": True, "root_certificates": str(self.endpoint.cafile)}
+
     def __init__(self, endpoint: str | Endpoint, timeout_s: float = 30.0) -> None:
         super().__init__()
         try:
@@ -93,7 +107,7 @@ class TritonBackend(Backend):
         self._grpc = grpcclient
         self.endpoint = endpoint if isinstance(endpoint, Endpoint) else parse_endpoint(endpoint)
         self.timeout_s = timeout_s
-        self.client = grpcclient.InferenceServerClient(self.endpoint.url)
+        self.client = grpcclient.InferenceServerClient(self.endpoint.url, **self._tls())
         config = self._model_config()
         self.meta = self._metadata(config)
         self.max_batch = int(config.get("max_batch_size", 0)) or None

@@ -97,6 +97,20 @@ def server_environment() -> dict[str, str]:
     return env
 
 
+def warn_if_exposed(host: str) -> None:
+    """Triton's HTTP/gRPC APIs have no authentication: model control, shared-memory registration and
+    repository endpoints answer anyone who can connect; and the wheel's tritonserver is 2.51."""
+    from dualkd_edge.stream.http_guard import is_loopback
+
+    if not is_loopback(host):
+        log.warning("serve --host %s: Triton's HTTP and gRPC APIs have no authentication (inference, shared-memory "
+                    "registration, repository and model control are open to anyone who can connect), and the "
+                    "tritonserver 2.51 in nvidia-pytriton 0.7.0 predates the fixes for CVE-2025-23310/23311 "
+                    "(HTTP chunked requests) and CVE-2025-23319/23320/23334 (Python backend); keep it on 127.0.0.1, "
+                    "or for production use the Triton container 25.07 (2.59.1) or newer behind an authenticating "
+                    "proxy (docs/security.md)", host)
+
+
 def server_command(home: Path, repo: Path, backends: Path, opts: ServeOptions) -> list[str]:
     cmd = [str(home / "bin" / "tritonserver"), "--model-repository", str(repo.resolve()),
            "--backend-directory", str(backends), "--http-address", opts.host, "--http-port", str(opts.http_port),
@@ -117,6 +131,7 @@ def serve(repo: Path, opts: ServeOptions) -> int:
                         "`dualkd-edge triton MODEL --out REPO --backend python`")
     home = tritonserver_home()
     check_numpy_for_stub()
+    warn_if_exposed(opts.host)
     with tempfile.TemporaryDirectory(prefix="dualkd-triton-backends-") as tmp:
         cmd = server_command(home, repo, make_backend_directory(home, Path(tmp)), opts)
         log.info("starting %s", " ".join(cmd))

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +46,7 @@ class SourceStats:
     skipped_files: int = 0
     reconnects: int = 0
     opened: bool = False
+    open_failures: int = 0  # attempts to open it that failed (a camera that is down from the start)
     expected_frames: int | None = None  # video files: the frame count their container announces
     errors: list[str] = field(default_factory=list)
 
@@ -190,6 +192,8 @@ class CaptureWorker(threading.Thread):
             cap = open_capture(self.spec, self.policy, self.stats)
             if cap is not None:
                 return cap
+            if not reconnect:
+                self.stats.open_failures += 1
             if not self.spec.reconnects:
                 return None
             attempt += 1
@@ -256,10 +260,41 @@ class CaptureWorker(threading.Thread):
         failure, not a shorter video. Containers whose count is an estimate may be off by a few."""
         read = self.stats.frames + self.stats.corrupted
         expected = self.stats.expected_frames
+        cut = mpegts_cut_short(Path(self.spec.target))
         if read == 0:
             self.stats.errors.append(f"{self.spec.name}: no frame could be decoded")
+        elif cut:
+            self.stats.errors.append(f"{self.spec.name}: read {read} frames, then {cut}; the recording is truncated")
         elif expected is not None and expected - read > max(2, expected // 50):
             self.stats.errors.append(f"{self.spec.name}: read {read} of the {expected} frames its container "
                                      "announces; the file is truncated or damaged")
         elif expected is not None and read != expected:
             log.info("%s: read %d frames, the container announces %d", self.spec.name, read, expected)
+
+
+TS_PACKET = 188
+TS_SYNC = 0x47
+TS_SUFFIXES = (".ts", ".trp")  # 188-byte packets (.m2ts/.mts have 192)
+
+
+def mpegts_cut_short(path: Path) -> str | None:
+    """An MPEG-TS file states no frame count, but it is a sequence of 188-byte packets that each start
+    with 0x47: a file that ends inside a packet was cut (a recording that lost power, a copy that
+    did not finish). What is wrong, or None (not MPEG-TS, or whole)."""
+    if path.suffix.lower() not in TS_SUFFIXES:
+        return None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if size < TS_PACKET or f.read(1) != bytes([TS_SYNC]):
+                return None  # not a plain 188-byte TS: nothing to say
+            tail = size % TS_PACKET
+            f.seek(size - tail - TS_PACKET)
+            last_whole = f.read(1)
+    except OSError:
+        return None
+    if tail:
+        return f"the file ends {tail} bytes into a {TS_PACKET}-byte packet"
+    if last_whole != bytes([TS_SYNC]):
+        return "its last packet has lost its sync byte"
+    return None

@@ -17,6 +17,7 @@ slow or unreachable."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from dualkd_edge.errors import MissingDependencyError, UserError
@@ -42,13 +43,15 @@ class ModbusTarget:
 
 def parse_modbus_address(text: str) -> ModbusTarget:
     usage = f"--modbus: expected HOST:PORT[/UNIT] (e.g. 192.168.0.10:502/1), got {text!r}"
-    address, _, unit = text.partition("/")
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: str.isdigit() also takes superscripts ("50²"), which int() then refuses.
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):([0-9]{1,5})(?:/([0-9]{1,3}))?", text.strip())
+    if not m or not 0 < int(m.group(2)) < 65536:
         raise UserError(usage)
-    if unit and (not unit.isdigit() or int(unit) > 247):
-        raise UserError(usage + " (UNIT: 0-247)")
-    return ModbusTarget(host.strip("[]"), int(port), int(unit) if unit else 1)
+    unit = int(m.group(3)) if m.group(3) else 1
+    if not 1 <= unit <= 247:
+        # 0 is the broadcast address: a TCP-to-serial gateway would write every PLC on its bus
+        raise UserError(usage + " (UNIT: 1-247; 0 is broadcast to every device on a serial bus)")
+    return ModbusTarget(m.group(1).strip("[]"), int(m.group(2)), unit)
 
 
 def registers_for(record: dict) -> list[int]:
@@ -92,18 +95,19 @@ class ModbusSink(QueuedSink):
         return False
 
     def _write_once(self, record: dict) -> None:
+        """Connected means the PLC answered: a peer that accepts TCP but never replies is not one."""
         if not self.client.connected and not self.client.connect():
             raise ConnectionError("cannot connect")
-        if self.lost and self.ever_connected:
-            self.count("reconnects")
-            log.info("modbus %s: reconnected", self.target.display)
-        self.lost, self.ever_connected = False, True
-        self.delivery.connected = True
         for reply in (self.client.write_coil(NG_COIL, bool(record["is_anomaly"]), device_id=self.target.unit),
                       self.client.write_registers(SCORE_REGISTER, registers_for(record),
                                                   device_id=self.target.unit)):
             if reply.isError():
                 raise RuntimeError(f"the PLC answered {reply}")
+        if self.lost and self.ever_connected:
+            self.count("reconnects")
+            log.info("modbus %s: reconnected", self.target.display)
+        self.lost, self.ever_connected = False, True
+        self.delivery.connected = True
 
     def _lost(self, exc: Exception) -> None:
         self.delivery.last_error = f"{type(exc).__name__}: {exc}"

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from dualkd_edge.errors import MissingDependencyError, UserError
@@ -23,6 +24,7 @@ from dualkd_edge.stream.sources import redact
 log = logging.getLogger("dualkd_edge")
 
 LINE_EXTRA = "pip install 'dualkd-edge[line]'"
+FAIL_LOG_S = 30.0  # connect failures are logged at most this often (with a count)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class MqttTarget:
     topic: str
     username: str | None = None
     password: str | None = None
+    cafile: str | None = None  # CA certificate(s) to verify the broker with (default: the system's)
+    certfile: str | None = None  # client certificate and key, for brokers that require them
+    keyfile: str | None = None
 
     @property
     def display(self) -> str:
@@ -49,7 +54,7 @@ class MqttTarget:
         return f"{self.topic}/status/drift"
 
 
-def parse_mqtt_url(url: str) -> MqttTarget:
+def parse_mqtt_url(url: str, cafile=None, certfile=None, keyfile=None) -> MqttTarget:
     usage = f"--mqtt: expected mqtt[s]://[user:password@]HOST[:PORT]/TOPIC, got {redact(url)!r}"
     if "#" in url or "+" in urlsplit(url).path:  # checked first: a URL parser takes '#' for a fragment
         raise UserError(f"--mqtt: the topic in {redact(url)!r} has a wildcard (+ or #); messages need a plain topic")
@@ -63,9 +68,18 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError:
         raise UserError(usage + " (bad port)") from None
+    tls_files = {"--mqtt-cafile": cafile, "--mqtt-cert": certfile, "--mqtt-key": keyfile}
+    for option, path in tls_files.items():
+        if path is None:
+            continue
+        if parts.scheme != "mqtts":
+            raise UserError(f"{option}: TLS files need an mqtts:// URL, got {parts.scheme}://")
+        if not Path(path).is_file():
+            raise UserError(f"{option}: not found: {path}")
     return MqttTarget(parts.scheme == "mqtts", parts.hostname, port, topic,
                       unquote(parts.username) if parts.username else None,
-                      unquote(parts.password) if parts.password else None)
+                      unquote(parts.password) if parts.password else None,
+                      *(str(p) if p is not None else None for p in (cafile, certfile, keyfile)))
 
 
 class MqttSink(QueuedSink):
@@ -84,16 +98,22 @@ class MqttSink(QueuedSink):
         self.closing = False
         self.ever_connected = threading.Event()
         self.drift_state: dict = {"alarm": False, "source": None, "frame": None, "message": ""}
+        self.connect_failures = self._failures_logged = 0
+        self._last_fail_log = -FAIL_LOG_S
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                              client_id=f"dualkd-edge-{socket.gethostname()}-{os.getpid()}", clean_session=True)
         client.will_set(target.status_topic, "offline", qos=1, retain=True)
         if target.username:
             client.username_pw_set(target.username, target.password)
-        if target.tls:
-            client.tls_set()  # the system's CA certificates
+        if target.tls:  # verified against --mqtt-cafile, else the system's CA certificates
+            try:
+                client.tls_set(ca_certs=target.cafile, certfile=target.certfile, keyfile=target.keyfile)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a bad CA, certificate or key file
+                raise UserError(f"--mqtt: cannot use the TLS files ({exc})") from None
         client.max_queued_messages_set(max_queued)
         client.reconnect_delay_set(min_delay=1, max_delay=8)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         self.client = client
@@ -135,10 +155,31 @@ class MqttSink(QueuedSink):
         self.ever_connected.set()
 
     def _on_disconnect(self, _client, _userdata, _flags, reason, _props) -> None:
-        self.delivery.connected = False
+        was_connected, self.delivery.connected = self.delivery.connected, False
         if not self.closing:
-            self.delivery.last_error = f"connection lost: {reason}"
-            log.warning("mqtt %s: connection lost (%s); reconnecting", self.target.display, reason)
+            self.delivery.last_error = f"connection lost: {reason}" if was_connected else f"cannot connect: {reason}"
+            if was_connected:
+                log.warning("mqtt %s: connection lost (%s); reconnecting", self.target.display, reason)
+            else:
+                self._failed(self.delivery.last_error)
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        """paho could not open the connection (refused, unreachable, a TLS handshake that failed):
+        its own exception is not passed here, so ask the socket layer what the last error was."""
+        self.delivery.connected = False
+        self._failed(f"cannot connect to {self.target.host}:{self.target.port}"
+                     + (" (TLS: certificate, CA or a plaintext port?)" if self.target.tls else ""))
+
+    def _failed(self, message: str) -> None:
+        """Log a connect failure at most every FAIL_LOG_S seconds, with how many there were."""
+        self.delivery.last_error = message
+        self.connect_failures += 1
+        now = time.monotonic()
+        if now - self._last_fail_log >= FAIL_LOG_S:
+            repeats = self.connect_failures - self._failures_logged
+            log.warning("mqtt %s: %s%s; retrying", self.target.display, message,
+                        f" ({repeats} failed attempts)" if repeats > 1 else "")
+            self._last_fail_log, self._failures_logged = now, self.connect_failures
 
     def _on_publish(self, _client, _userdata, mid, _reason, _props) -> None:
         if mid in self.status_mids or self.closing:

@@ -37,18 +37,25 @@ class SourceSpec:
 # quotes (a GStreamer `location="..."`) the URL runs to the closing quote.
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s\"'<>]*@")
 _QUOTED_URL_USERINFO = re.compile(r"(?P<quote>[\"'])(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^\"']*@(?=[^\"']*(?P=quote))")
-# Credentials given as key=value: GStreamer's rtspsrc `user-id=` / `user-pw=` properties and the
-# query strings of IP cameras (`/video.cgi?user=admin&pwd=...`).
+# Credentials given as key=value: GStreamer's rtspsrc `user-id=` / `user-pw=` properties, the query
+# strings of IP cameras (`/video.cgi?user=admin&pwd=...`, `loginuse=`/`loginpas=`), signed URLs
+# (`sig=`, `code=`, `signature=`), and an `Authorization=` value with its scheme (`Basic xyz`).
 _SECRET_VALUE = re.compile(
-    r"(?i)(?P<key>\b(?:user-?pw|user-?id|user(?:name)?|usr|pass(?:word|wd)?|pwd|secret|token|api[-_]?key|"
-    r"access[-_]?token|auth)=)(?P<quote>[\"']?)(?:(?<=[\"'])[^\"']*|[^\s&;!\"']*)(?P=quote)")
+    r"(?i)(?P<key>\b(?:user-?pw|user-?id|user(?:name)?|usr|pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|"
+    r"access[-_]?token|auth|authorization|login(?:pas|pass|pw|use|user)|sig|signature|code|key|session(?:id)?|"
+    r"credentials?|client[-_]?secret|x-amz-[a-z-]+)=)(?P<quote>[\"']?)"
+    r"(?:(?<=[\"'])[^\"']*|(?:(?:Basic|Bearer|Digest)\s+)?[^\s&;!\"']*)(?P=quote)")
+# RTMP(S) URLs end in the stream key (rtmp://host/app/KEY): everything after the application.
+_RTMP_KEY = re.compile(r"(?i)(?P<head>\brtmps?://[^/\s\"']+/[^/\s\"']+/)[^\s\"']+")
 
 
 def redact(text: str) -> str:
     """Hide every credential in `text`: the user information of every URL in it (also inside
-    GStreamer pipelines), and password-, user- and token-like `key=value` settings."""
+    GStreamer pipelines), RTMP stream keys, and password-, user-, token- and signature-like
+    `key=value` settings."""
     text = _QUOTED_URL_USERINFO.sub(lambda m: f"{m['quote']}{m['scheme']}***@", text)
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}***@", text)
+    text = _RTMP_KEY.sub(lambda m: f"{m['head']}***", text)
     return _SECRET_VALUE.sub(lambda m: f"{m['key']}{m['quote']}***{m['quote']}", text)
 
 

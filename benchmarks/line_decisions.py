@@ -7,7 +7,7 @@
   python benchmarks/line_decisions.py line WORK      false alarms / catch rate of line.jsonl
   python benchmarks/line_decisions.py drift WORK     false drift alarms per day on long normal runs
                                                      (resampled) and the delay after a lamp dims
-  python benchmarks/line_decisions.py swap WORK      calibrate and a corrupt model under a long infer
+  python benchmarks/line_decisions.py swap WORK      calibrate and a corrupt model under a long infer on m.onnx
 
 Random-init teacher: the figures show the decision machinery works, not the paper's accuracy.
 """
@@ -70,7 +70,8 @@ def line_report(work: Path) -> dict:
 def _score(model: Path, video: Path, jsonl: Path) -> list[dict]:
     if jsonl.exists():
         jsonl.unlink()
-    subprocess.run(["dualkd-edge", "infer", str(model), str(video), "--jsonl", str(jsonl), "--no-watch"],
+    subprocess.run(["dualkd-edge", "infer", str(model), str(video), "--jsonl", str(jsonl), "--no-watch",
+                    "--calibration", "commission"],
                    check=True, capture_output=True)
     return records(jsonl)
 
@@ -92,7 +93,7 @@ def drift_report(work: Path, days: float = 2.0, block: int = 25, seed: int = 0) 
     from dualkd_edge.decision.calibrations import select_calibration
 
     model = work / "m.onnx"
-    cal = select_calibration(read_metadata(model))
+    cal = select_calibration(read_metadata(model), "commission")
     z = lambda r: cal.branch_z(r["local_score"], r["semantic_score"])  # noqa: E731
     rows = lambda recs: [(r["score_logit"], *z(r)) for r in recs]  # noqa: E731
     long_rows = np.array(rows(_score(model, work / "long.mp4", work / "long.jsonl")))
@@ -119,11 +120,12 @@ def drift_report(work: Path, days: float = 2.0, block: int = 25, seed: int = 0) 
 
 
 def swap_report(work: Path) -> dict:
-    """A long infer; `calibrate` on the same model mid-run; then a corrupt file renamed over it."""
+    """A long infer on m.onnx; `calibrate` on the same file mid-run; then a corrupt file renamed over
+    it (the calibrated model is put back once the run has ended, for `info`)."""
     import shutil
 
-    model = work / "swap.onnx"
-    shutil.copyfile(work / "m0.onnx", model)
+    model = work / "m.onnx"
+    keep = work / "m.keep.onnx"
     jsonl = work / "swap.jsonl"
     if jsonl.exists():
         jsonl.unlink()
@@ -132,25 +134,29 @@ def swap_report(work: Path) -> dict:
                             stderr=subprocess.PIPE, text=True)
     while not jsonl.exists() or len(records(jsonl)) < 200:
         time.sleep(0.2)
-    subprocess.run(["dualkd-edge", "calibrate", str(model), str(work / "commission.mp4"), "--frames", "150",
+    before = records(jsonl)[-1]["calibration"]
+    subprocess.run(["dualkd-edge", "calibrate", str(model), str(work / "long.mp4"), "--frames", "300",
                     "--max-fpr", "0.01", "--name", "mid-run"], check=True, capture_output=True)
     t_written = time.monotonic()
     while records(jsonl)[-1]["calibration"] != "mid-run":
         time.sleep(0.05)
     pickup = time.monotonic() - t_written
+    shutil.copyfile(model, keep)
     (work / "corrupt.onnx").write_bytes(b"\x08\x07not a model" * 64)
     os.replace(work / "corrupt.onnx", model)
     _, err = proc.communicate()
+    os.replace(keep, model)
     recs = records(jsonl)
     names = [r["calibration"] for r in recs]
     switch = names.index("mid-run")
     out = {"frames": len(recs), "video_frames": 3000, "in_order": [r["frame"] for r in recs] == list(range(len(recs))),
-           "switch_frame": switch, "threshold_before": recs[0]["threshold"], "threshold_after": recs[-1]["threshold"],
-           "pickup_seconds": round(pickup, 2), "exit": proc.returncode,
+           "calibration_before": before, "switch_frame": switch, "threshold_before": recs[switch - 1]["threshold"],
+           "threshold_after": recs[-1]["threshold"], "pickup_seconds": round(pickup, 2), "exit": proc.returncode,
            "refused": [line for line in err.splitlines() if "replacement refused" in line]}
-    print(f"swap: {out['frames']} of 3000 frames in order={out['in_order']}, threshold {out['threshold_before']:.4g} -> "
-          f"{out['threshold_after']:.4g} from frame {switch}, {pickup:.2f} s after calibrate wrote it; corrupt model: "
-          f"{len(out['refused'])} refusal line(s), exit {proc.returncode}")
+    print(f"swap: {out['frames']} of 3000 frames, in order: {out['in_order']}; calibration '{before}' -> 'mid-run', "
+          f"threshold {out['threshold_before']:.4g} -> {out['threshold_after']:.4g} from frame {switch}, {pickup:.2f} s "
+          f"after calibrate wrote it; corrupt model renamed over it: {len(out['refused'])} refusal line(s), "
+          f"exit {proc.returncode}")
     return out
 
 

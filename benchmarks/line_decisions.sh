@@ -9,7 +9,6 @@ WORK=${1:-$(mktemp -d)}
 mkdir -p "$WORK"
 python "$HERE/line_decisions.py" make "$WORK"
 cd "$WORK"
-cp m.onnx m0.onnx   # the uncalibrated export, for the swap run
 set -x
 dualkd-edge calibrate m.onnx commission.mp4 --frames 150 --max-fpr 0.01
 dualkd-edge infer m.onnx line.mp4 --jsonl line.jsonl
@@ -22,8 +21,7 @@ d = json.load(open("shifted/summary.json"))["drift"]
 print("shifted/summary.json drift:", {k: d[k] for k in ("alarm", "first_frame", "median_rank", "statistic")})
 PY
 python "$HERE/line_decisions.py" line "$WORK"
-python "$HERE/line_decisions.py" swap "$WORK"
 python "$HERE/line_decisions.py" drift "$WORK"
+python "$HERE/line_decisions.py" swap "$WORK"
 dualkd-edge info m.onnx
-dualkd-edge info swap.onnx 2>&1 | tail -3 || true
 echo "results in $WORK (line.json, swap.json, drift.json)"

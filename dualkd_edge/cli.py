@@ -42,17 +42,63 @@ Triton = typer.Option(None, "--triton", help="HOST:PORT/NAME: inference by a Tri
                       "repository from `dualkd-edge triton`, instead of a local MODEL")
 
 
-def model_and_source(model: str, source: str | None, triton: str | None):
+
+# Options of `infer` declared once here (decisions, review, secrets and TLS: docs/commissioning.md, docs/review.md,
+# docs/security.md), so the command's signature stays readable.
+CalibrationOpt = typer.Option(None, "--calibration", help="NAME of a calibration stored in the model "
+                                              "(`dualkd-edge info MODEL` lists them; default: the last one made, then "
+                                              "'training'); a sources list may give `calibration=NAME SOURCE` per line")
+WatchOpt = typer.Option(True, "--watch/--no-watch", help="take a model or calibration replaced on disk while "
+                               "running (also on SIGHUP), between two frames")
+ReviewOpt = typer.Option(None, "--review", help="DIR: keep every NG frame and a sample of OK ones with "
+                                          "their decision and heat map for the operator's answers (the dashboard's "
+                                          "/review page, `dualkd-edge improve`)")
+ReviewOkRateOpt = FloatOption(0.02, "--review-ok-rate", help="with --review: the share of OK frames kept too "
+                                        "(to find misses)")
+DefectTypesOpt = typer.Option(None, "--defect-types", help="with --review: comma-separated defect types "
+                                               "the review page offers, e.g. scratch,dent,missing")
+HttpTokenFileOpt = typer.Option(None, "--http-token-file", help="lines TOKEN or NAME:TOKEN: the dashboard "
+                                                   "asks for one on every route but /healthz (required beyond loopback: "
+                                                   "without this file a token is made and printed once)")
+MqttPasswordFileOpt = typer.Option(None, "--mqtt-password-file", help="the MQTT password (for the user "
+                                                      "in --mqtt), kept off the command line; or $DUALKD_MQTT_PASSWORD")
+MqttCafileOpt = typer.Option(None, "--mqtt-cafile", help="mqtts://: CA certificate(s) to verify the broker "
+                                               "with (default: the system's)")
+MqttCertOpt = typer.Option(None, "--mqtt-cert", help="mqtts://: client certificate (with --mqtt-key)")
+MqttKeyOpt = typer.Option(None, "--mqtt-key", help="mqtts://: the client certificate's private key")
+WebhookFileOpt = typer.Option(None, "--webhook-file", help="a file holding the --webhook URL (with its "
+                                                "credentials or signed query), kept off the command line; or $DUALKD_WEBHOOK")
+TritonCafileOpt = typer.Option(None, "--triton-cafile", help="with --triton: gRPC over TLS, the server "
+                                                 "verified against this CA certificate (PEM)")
+
+
+def _line_options(mqtt, mqtt_only_ng, modbus, webhook, http, http_token_file, mqtt_password_file, mqtt_tls,
+                  webhook_file):
+    """infer's line-side options (stream/line_outputs.py); `mqtt_tls`: (CA file, certificate, key)."""
+    from dualkd_edge.stream.line_outputs import LineOptions
+
+    cafile, cert, key = mqtt_tls
+    return LineOptions(mqtt=mqtt, mqtt_only_ng=mqtt_only_ng, modbus=modbus, webhook=webhook, http=http,
+                       http_token_file=http_token_file, mqtt_password_file=mqtt_password_file, mqtt_cafile=cafile,
+                       mqtt_cert=cert, mqtt_key=key, webhook_file=webhook_file)
+
+
+def model_and_source(model: str, source: str | None, triton: str | None, triton_cafile: Path | None = None):
     """`infer MODEL SOURCE`, or `infer --triton HOST:PORT/NAME SOURCE` (the model is on the server)."""
+    if triton_cafile is not None and triton is None:
+        raise UserError("--triton-cafile: needs --triton HOST:PORT/NAME")
     if triton is None:
         if source is None:
             raise UserError("SOURCE: missing; usage: dualkd-edge infer MODEL SOURCE (or --triton HOST:PORT/NAME SOURCE)")
         return Path(model), source
     if source is not None:
         raise UserError(f"--triton: the model is on the server; pass only SOURCE, not {model!r} and {source!r}")
+    from dataclasses import replace
+
     from dualkd_edge.runtime.triton_backend import parse_endpoint
 
-    return parse_endpoint(triton), model
+    endpoint = parse_endpoint(triton)
+    return (replace(endpoint, cafile=str(triton_cafile)) if triton_cafile else endpoint), model
 
 
 @app.command()
@@ -276,11 +322,11 @@ def infer(
     save_masks: bool = typer.Option(False, "--save-masks", help="binary defect masks (PNG 0/255, frame size) beside the saved images"),
     show: bool = typer.Option(False, "--show", help="show overlays in a window (needs an OpenCV GUI build)"),
     threshold: Optional[float] = FloatOption(None, "--threshold", help="decision threshold (default: the calibration's)"),
-    calibration: Optional[str] = typer.Option(None, "--calibration", help="NAME of a calibration stored in the model "
-                                              "(`dualkd-edge info MODEL` lists them; default: the last one made, then "
-                                              "'training'); a sources list may give `calibration=NAME SOURCE` per line"),
-    watch: bool = typer.Option(True, "--watch/--no-watch", help="take a model or calibration replaced on disk while "
-                               "running (also on SIGHUP), between two frames"),
+    calibration: Optional[str] = CalibrationOpt,
+    review: Optional[Path] = ReviewOpt,
+    review_ok_rate: float = ReviewOkRateOpt,
+    defect_types: Optional[str] = DefectTypesOpt,
+    watch: bool = WatchOpt,
     batch: int = typer.Option(1, "--batch", help="frames per inference call: the newest frame of up to N live sources "
                               "(a dynamic-batch model), or the next frames of files"),
     batch_timeout_ms: float = FloatOption(33.0, "--batch-timeout-ms", help="with --batch: how long a batch waits for "
@@ -296,27 +342,35 @@ def infer(
     modbus: Optional[str] = typer.Option(None, "--modbus", help="HOST:PORT\\[/UNIT]: write each decision to a PLC (coil 0 = NG, registers 0-2 = score x 1000, counter, source)"),
     webhook: Optional[str] = typer.Option(None, "--webhook", help="URL: POST each NG decision as JSON, retried with backoff"),
     http: Optional[str] = typer.Option(None, "--http", help="\\[HOST:]PORT: operator dashboard, /metrics (Prometheus), /healthz, /api/summary (default host 127.0.0.1)"),
+    http_token_file: Optional[Path] = HttpTokenFileOpt,
+    mqtt_password_file: Optional[Path] = MqttPasswordFileOpt,
+    mqtt_cafile: Optional[Path] = MqttCafileOpt,
+    mqtt_cert: Optional[Path] = MqttCertOpt,
+    mqtt_key: Optional[Path] = MqttKeyOpt,
+    webhook_file: Optional[Path] = WebhookFileOpt,
     providers: Optional[List[str]] = typer.Option(None, "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu"),
     device: str = Device,
     onnx: Optional[Path] = EngineOnnx,
     cuda_graph: bool = CudaGraph,
     triton: Optional[str] = Triton,
+    triton_cafile: Optional[Path] = TritonCafileOpt,
 ) -> None:
     """Run the model on cameras, streams, videos or folders: JSONL, overlays, per-stage latency; decisions
     to the line (MQTT, Modbus TCP, webhook) and a live dashboard."""
     from dualkd_edge.artifacts import LoadOptions
     from dualkd_edge.commands.infer_cmd import run_infer
     from dualkd_edge.stream.capture import RetryPolicy
-    from dualkd_edge.stream.line_outputs import LineOptions
     from dualkd_edge.stream.pipeline import StreamOptions
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
                          show=show, batch=batch, batch_timeout_ms=batch_timeout_ms, max_frames=max_frames,
                          fps_limit=fps_limit, retry=RetryPolicy.from_options(retries, read_timeout), decoder=decoder,
-                         calibration=calibration)
-    line = LineOptions(mqtt=mqtt, mqtt_only_ng=mqtt_only_ng, modbus=modbus, webhook=webhook, http=http)
+                         calibration=calibration, review=review, review_ok_rate=review_ok_rate,
+                         defect_types=tuple(t.strip() for t in (defect_types or "").split(",") if t.strip()))
+    line = _line_options(mqtt, mqtt_only_ng, modbus, webhook, http, http_token_file, mqtt_password_file,
+                         (mqtt_cafile, mqtt_cert, mqtt_key), webhook_file)
     load = LoadOptions(device=device, providers=providers, cuda_graph=cuda_graph, onnx=onnx)
-    model_arg, source = model_and_source(model, source, triton)
+    model_arg, source = model_and_source(model, source, triton, triton_cafile)
     raise typer.Exit(run_infer(model_arg, source, opts, load, threshold, line, watch))
 
 
@@ -344,6 +398,31 @@ def calibrate(
 
     raise typer.Exit(run_calibrate(CalibrateRequest(model, source, frames, max_fpr, name, confidence, decoder, read_timeout,
                                                     LoadOptions(device=device, providers=providers, onnx=onnx))))
+
+
+@app.command()
+def improve(
+    model: Path = typer.Argument(..., help="the model the review folder's frames came from (.onnx, run directory, engine)"),
+    review: Path = typer.Option(..., "--review", help="DIR of `infer --review DIR`, with the operators' answers"),
+    out: Path = typer.Option(..., "--out", help="NEW model, written only when it is not worse (else NEW.rejected)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="training data: also fine-tune the students on it plus "
+                                        "the frames confirmed good (needs the run MODEL came from, and PyTorch)"),
+    run: Optional[Path] = typer.Option(None, "--run", help="the run directory MODEL was exported from (default: the "
+                                       "one its metadata names)"),
+    test: Optional[Path] = typer.Option(None, "--test", help="the original test split to compare on (default: --data)"),
+    steps: int = typer.Option(100, "--steps", help="fine-tuning steps"),
+    max_fpr: Optional[float] = FloatOption(None, "--max-fpr", help="false-alarm budget of the new calibration "
+                                           "(default: the base calibration's)"),
+    tolerance: float = FloatOption(2.0, "--tolerance", help="points by which the new model may be worse on any "
+                                   "measure (false alarms, catch rate, AUROC) and still be written"),
+    name: Optional[str] = typer.Option(None, "--name", help="name of the new calibration (default: BASE-reviewed)"),
+) -> None:
+    """Learn from the operators' answers: recalibrate (and with --data fine-tune), compare old and new on
+    held-out answers and the test split, write NEW only if it is not worse."""
+    from dualkd_edge.review import improve as improving
+
+    raise typer.Exit(improving.run(improving.ImproveRequest(model, review, out, data, run, test, steps, max_fpr,
+                                                            tolerance, name)))
 
 
 @app.command()

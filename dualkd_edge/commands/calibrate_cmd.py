@@ -56,6 +56,7 @@ def default_name(spec) -> str:
 def run_calibrate(req: CalibrateRequest) -> int:
     from dualkd_edge.artifacts import LoadOptions, kind_of, metadata_file, update_metadata
     from dualkd_edge.commands.signals import stop_on_signals
+    from dualkd_edge.decision.calibrations import store_calibration
     from dualkd_edge.decision.commissioning import CommissioningFrames, fit_station_calibration
     from dualkd_edge.detector import Detector
     from dualkd_edge.metadata import TRAINING_CALIBRATION
@@ -92,23 +93,6 @@ def run_calibrate(req: CalibrateRequest) -> int:
     previous = update_metadata(req.model, lambda meta: store_calibration(meta, station.named, "calibrate"))
     print(describe_calibration(req.model, station, previous))
     return 0
-
-
-def store_calibration(meta, named, command: str) -> str:
-    """Add (or replace, moving it last: the default) a named calibration; record it in the history.
-    Returns the calibration that was the default before."""
-    from dualkd_edge.decision.calibrations import default_calibration_name, select_calibration
-    from dualkd_edge.decision.history import history_entry
-
-    previous_default = default_calibration_name(meta)
-    replaced = next((c for c in meta.calibrations if c.name == named.name), None)
-    old_threshold = replaced.threshold if replaced else select_calibration(meta).threshold
-    meta.calibrations = [c for c in meta.calibrations if c.name != named.name] + [named]
-    meta.history.append(history_entry(
-        command, named.name, old_threshold, named.threshold, named.source, named.frames,
-        replaced=replaced is not None, previous_default=previous_default, max_fpr=named.max_fpr,
-        promised_fpr=named.promised_fpr, outliers=named.outliers, model_id=named.model_id))
-    return previous_default
 
 
 def describe_calibration(model: Path, station, previous_default: str) -> str:

@@ -39,9 +39,13 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     from dualkd_edge.stream.pipeline import StreamRunner
     from dualkd_edge.stream.sources import parse_source
 
+    from dualkd_edge.stream.credentials import warn_source_credentials
+
     line = line or LineOptions()
     opts.validate()
+    line.resolve_secrets()
     line.validate()
+    warn_source_credentials(source)
     if threshold is not None and not 0 <= threshold <= 1:
         raise UserError(f"--threshold: expected a probability in [0, 1], got {threshold}")
     specs = parse_source(source)
@@ -67,6 +71,9 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
 
             record["triton"] = det.backend.server_report()
             print(format_server_report(record["triton"]))
+        review = next((s for s in runner.sinks if getattr(s, "store", None) is not None), None)
+        if review is not None:
+            record["review"] = review.stats.summary()
     finally:
         (runner.det if runner is not None else det).close()
     problems = list(summary.output_errors)
@@ -88,6 +95,10 @@ def start_runner(det, specs, opts, line):
 
     run_id = new_run_id()
     line_sinks = line.open_sinks(det.name, det.threshold)
+    if opts.review is not None:
+        from dualkd_edge.review.sink import ReviewSink
+
+        line_sinks.append(ReviewSink(opts.review, run_id, det, opts.review_ok_rate, opts.defect_types))
     try:
         runner = StreamRunner(det, specs, opts, opts.sinks(run_id) + line_sinks, run_id=run_id)
     except BaseException:

@@ -161,11 +161,21 @@ def write_line_video(path: Path, n: int = 120, size: int = 128, fps: float = 30.
 STRUCTURAL_DEFECTS = ("scratch", "spot", "missing")
 
 
+def add_fixture(img: np.ndarray) -> np.ndarray:
+    """A new fixture in the frame (a clamp at the left edge): a normal variation the stills lack."""
+    out = img.copy()
+    h, w = out.shape[:2]
+    cv2.rectangle(out, (0, h // 2 - h // 10), (w // 7, h // 2 + h // 10), (150, 155, 160), -1)
+    cv2.rectangle(out, (0, h // 2 - h // 10), (w // 7, h // 2 + h // 10), (60, 60, 60), 2)
+    return out
+
+
 def camera_frames(n: int, seed: int, defect_every: int | None = None, lamp: float = 1.0, blur: float = 0.0,
-                  size: int = 128) -> list[tuple[np.ndarray, str | None]]:
+                  size: int = 128, fixture_every: int | None = None) -> list[tuple[np.ndarray, str | None]]:
     """`n` camera frames of parts of both kinds, (frame, defect or None): about one in `defect_every`
     defective (None: all good). `lamp` scales the light (0.6: a dimmed lamp) and `blur` (Gaussian
-    sigma, px) puts the lens slightly out of focus."""
+    sigma, px) puts the lens slightly out of focus; every `fixture_every`-th frame shows a new fixture
+    (`add_fixture`)."""
     rng = np.random.default_rng(seed)
     frames = []
     for i in range(n):
@@ -173,6 +183,8 @@ def camera_frames(n: int, seed: int, defect_every: int | None = None, lamp: floa
         if defect_every and rng.random() < 1.0 / defect_every:
             defect = STRUCTURAL_DEFECTS[int(rng.integers(len(STRUCTURAL_DEFECTS)))]
         img, _ = render_part(PART_KINDS[i % 2], seed * 7919 + i, size=size, defect=defect)
+        if fixture_every and i % fixture_every == 0:
+            img = add_fixture(img)
         img = img.astype(np.float32) * lamp + rng.normal(0, 1.5, img.shape)  # lamp, sensor noise
         if blur > 0:
             img = cv2.GaussianBlur(img, (0, 0), blur)

@@ -69,3 +69,19 @@ def check_calibration_name(name: str, option: str = "--name", allow_training: bo
     if name == TRAINING_CALIBRATION and not allow_training:
         raise UserError(f"{option}: {TRAINING_CALIBRATION!r} is the calibration made at training time; choose another name")
     return name
+
+
+def store_calibration(meta, named, command: str) -> str:
+    """Add (or replace, moving it last: the default) a named calibration; record it in the history.
+    Returns the calibration that was the default before."""
+    from dualkd_edge.decision.history import history_entry
+
+    previous_default = default_calibration_name(meta)
+    replaced = next((c for c in meta.calibrations if c.name == named.name), None)
+    old_threshold = replaced.threshold if replaced else select_calibration(meta).threshold
+    meta.calibrations = [c for c in meta.calibrations if c.name != named.name] + [named]
+    meta.history.append(history_entry(
+        command, named.name, old_threshold, named.threshold, named.source, named.frames,
+        replaced=replaced is not None, previous_default=previous_default, max_fpr=named.max_fpr,
+        promised_fpr=named.promised_fpr, outliers=named.outliers, model_id=named.model_id))
+    return previous_default

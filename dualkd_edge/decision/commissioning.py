@@ -86,15 +86,26 @@ def fit_station_calibration(frames: CommissioningFrames, name: str, max_fpr: flo
     maps = MapHistogram(MAP_BINS)
     maps.counts = np.sum([c for c, k in zip(frames.map_counts, keep) if k], axis=0).astype(np.int64)
     maps.max = max(m for m, k in zip(frames.map_max, keep) if k)
+    named, budget = calibration_from_scores(local[keep], semantic[keep], maps.summary(), name, max_fpr, confidence,
+                                            beta, source, model_id)
+    named.outliers = int(set_aside.sum())
+    return StationCalibration(named, budget, [f for f, out in zip(frames.frame_index, set_aside) if out])
+
+
+def calibration_from_scores(local: np.ndarray, semantic: np.ndarray, anomaly_map, name: str, max_fpr: float,
+                            confidence: float, beta: float, source: str,
+                            model_id: str) -> tuple[NamedCalibration, BudgetThreshold]:
+    """A named calibration from good frames' raw branch scores (and their anomaly-map range)."""
     calibration = Calibration(
-        local=BranchCalibration(mu=float(local[keep].mean()), sigma=robust_sigma(local[keep])),
-        semantic=BranchCalibration(mu=float(semantic[keep].mean()), sigma=robust_sigma(semantic[keep])),
-        beta=beta, n_images=int(keep.sum()), anomaly_map=maps.summary())
-    logits = noisy_or_logit(local[keep], semantic[keep], calibration)
+        local=BranchCalibration(mu=float(local.mean()), sigma=robust_sigma(local)),
+        semantic=BranchCalibration(mu=float(semantic.mean()), sigma=robust_sigma(semantic)),
+        beta=beta, n_images=int(local.size), anomaly_map=anomaly_map)
+    logits = noisy_or_logit(local, semantic, calibration)
     calibration.score_quantiles = score_quantiles(logits)
     budget = budget_threshold(logits, max_fpr, confidence)
     named = NamedCalibration(
         name=name, calibration=calibration, threshold=budget.probability, max_fpr=max_fpr,
-        promised_fpr=budget.promised_fpr, frames=int(keep.sum()), outliers=int(set_aside.sum()), source=source,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), model_id=model_id)
-    return StationCalibration(named, budget, [f for f, out in zip(frames.frame_index, set_aside) if out])
+        promised_fpr=budget.promised_fpr, frames=int(local.size), outliers=0, source=source,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), model_id=model_id,
+        raw_scores={"local": [round(float(v), 7) for v in local], "semantic": [round(float(v), 7) for v in semantic]})
+    return named, budget

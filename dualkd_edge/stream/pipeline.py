@@ -28,7 +28,7 @@ from dualkd_edge.stream.sinks import (
     new_run_id,
 )
 from dualkd_edge.stream.sources import SourceSpec
-from dualkd_edge.stream.summary import STAGES, StreamSummary, stage_stats
+from dualkd_edge.stream.summary import STAGES, StageLatencies, StreamSummary
 
 log = logging.getLogger("dualkd_edge")
 
@@ -52,6 +52,9 @@ class StreamOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     decoder: str = "opencv"  # rtsp:// URLs: opencv (FFmpeg) | gstreamer (stream/gstreamer.py)
     calibration: str | None = None  # --calibration: pinned across hot swaps (None: the model's default)
+    review: Path | None = None  # --review DIR: NG frames and an OK sample kept for the operator (review/)
+    review_ok_rate: float = 0.02
+    defect_types: tuple[str, ...] = ()
     drift: DriftSettings = field(default_factory=DriftSettings)
 
     def validate(self) -> None:
@@ -69,12 +72,16 @@ class StreamOptions:
             raise UserError(f"--save-images: expected anomalies, all or none, got {self.save_images!r}")
         if (self.save_video or self.save_images != "none") and self.out is None:
             raise UserError("--save-video / --save-images need --out DIR")
+        if not 0 <= self.review_ok_rate <= 1:
+            raise UserError(f"--review-ok-rate: expected a share in [0, 1], got {self.review_ok_rate}")
+        if self.defect_types and self.review is None:
+            raise UserError("--defect-types: the list the review page offers; add --review DIR")
         if self.save_masks and self.save_images == "none":
             raise UserError("--save-masks: masks are written beside the saved images; add --save-images anomalies or all")
 
     def output_locations(self) -> tuple[dict[str, Path | None], dict[str, Path | None]]:
         """(folders, appended files) these options write to, for the checks before a run."""
-        folders: dict[str, Path | None] = {"--out": self.out}
+        folders: dict[str, Path | None] = {"--out": self.out, "--review": self.review}
         if self.out is not None and self.save_images != "none":
             folders["--save-images"] = self.out / "images"
         if self.out is not None and self.save_video:
@@ -140,7 +147,7 @@ class StreamRunner:
         self.interrupted = False
         self.output_errors: list[str] = []  # an output that failed (disk full...) stops the run
         self._failed_sinks: set[int] = set()
-        self.latencies: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.latencies: dict[str, StageLatencies] = {s: StageLatencies() for s in STAGES}
         self.frames = self.anomalies = 0
         self.workers: list[CaptureWorker] = []
         self._fps = FpsMeter()
@@ -330,7 +337,7 @@ class StreamRunner:
         result.latency_ms["output_ms"] = (now - t_out) * 1e3
         result.latency_ms["e2e_ms"] = (now - result.frame.t_ready) * 1e3
         for k, v in result.latency_ms.items():
-            self.latencies[k].append(v)
+            self.latencies[k].add(v)
         self.frames += 1
         self.anomalies += int(result.prediction.is_anomaly)
 
@@ -380,7 +387,7 @@ class StreamRunner:
             reasons = "; ".join(e for s in stats for e in s.errors) or "no source could be opened"
             raise UserError(f"SOURCE: {reasons}")
         return StreamSummary(self.frames, self.anomalies, time.perf_counter() - t_begin, stats,
-                             {k: stage_stats(v) for k, v in self.latencies.items()}, self.interrupted, outputs,
+                             {k: v.stats() for k, v in self.latencies.items()}, self.interrupted, outputs,
                              dict(sorted(self.batch_sizes.items())), self.batch_timeouts,
                              [s.delivery for s in self.sinks if getattr(s, "delivery", None) is not None],
                              self.output_errors, self.run_id, [m.state for m in self.drift], self.swaps,

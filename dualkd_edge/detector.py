@@ -84,13 +84,12 @@ class Detector:
         """What the model computes, hashed (decision/model_id.py); stable across recalibration."""
         if self._model_id is None:
             path = getattr(self.backend, "path", None)
-            stored = self.meta.export.get("model_id") if isinstance(self.meta.export, dict) else None
             if path is not None and Path(path).exists():
                 from dualkd_edge.decision.model_id import compute_model_id
 
                 self._model_id = compute_model_id(path)
-            else:  # a remote model (Triton): what its metadata says, if anything
-                self._model_id = stored or "unknown"
+            else:  # a remote model (Triton): its files are on the server
+                self._model_id = "unknown"
         return self._model_id
 
     @property

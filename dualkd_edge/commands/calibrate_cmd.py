@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dualkd_edge.errors import UserError
@@ -24,7 +24,6 @@ class CalibrateRequest:
     decoder: str = "opencv"
     read_timeout: float = 5.0
     load: object = None  # artifacts.LoadOptions
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         from dualkd_edge.decision.calibrations import check_calibration_name

@@ -4,13 +4,13 @@ and the threshold at a false-alarm budget (`dualkd-edge calibrate`)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from dualkd_edge.decision.budget import BudgetThreshold, budget_threshold
 from dualkd_edge.decision.drift import score_quantiles
+from dualkd_edge.decision.history import utc_now
 from dualkd_edge.map_scale import MapHistogram
 from dualkd_edge.metadata import BranchCalibration, Calibration, NamedCalibration
 from dualkd_edge.scoring import noisy_or_logit, robust_sigma
@@ -106,6 +106,6 @@ def calibration_from_scores(local: np.ndarray, semantic: np.ndarray, anomaly_map
     named = NamedCalibration(
         name=name, calibration=calibration, threshold=budget.probability, max_fpr=max_fpr,
         promised_fpr=budget.promised_fpr, frames=int(local.size), outliers=0, source=source,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), model_id=model_id,
+        created=utc_now(), model_id=model_id,
         raw_scores={"local": [round(float(v), 7) for v in local], "semantic": [round(float(v), 7) for v in semantic]})
     return named, budget

@@ -10,6 +10,11 @@ import time
 from dualkd_edge import __version__
 
 
+def utc_now() -> str:
+    """The time stamp of calibrations, history entries and review answers (ISO 8601, UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def history_entry(command: str, calibration: str, threshold_from: float | None, threshold_to: float,
                   source: str = "", frames: int | None = None, **details: object) -> dict:
     """One change. `source` must already be safe to store (credentials redacted)."""
@@ -18,7 +23,7 @@ def history_entry(command: str, calibration: str, threshold_from: float | None, 
     except (KeyError, OSError):  # a container user without a passwd entry
         user = "unknown"
     entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "time": utc_now(),
         "command": command,
         "calibration": calibration,
         "threshold": {"from": threshold_from, "to": threshold_to},

@@ -3,8 +3,6 @@ test split; NEW only when it is not worse on either beyond the tolerance."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,8 @@ class SideBySide:
         return not self.worse
 
 
-def rates(detector, images: list[np.ndarray]) -> np.ndarray:
+def rates(detector, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(NG decisions, score_logit) of the images."""
     preds = detector.predict(images, batch_size=8) if images else []
     return np.array([p.is_anomaly for p in preds], bool), np.array([p.score_logit for p in preds])
 
@@ -94,6 +93,7 @@ def write_result(req, candidate: Path, verdict: SideBySide, answers, old_model_i
     from dualkd_edge.artifacts import update_metadata
     from dualkd_edge.decision.history import history_entry
     from dualkd_edge.decision.model_id import compute_model_id
+    from dualkd_edge.fileio import write_json_atomic
 
     print(format_verdict(verdict))
     review = {"answered": answers.size, "learned_good": len(answers.learn_good), "held_out_good": len(answers.held_good),
@@ -109,19 +109,17 @@ def write_result(req, candidate: Path, verdict: SideBySide, answers, old_model_i
               f"running infer watches: mv {target} {req.model}")
         return 0
     reason = "; ".join(verdict.worse)
-    Path(f"{req.out}.rejected.json").write_text(json.dumps({"reason": reason, "comparison": verdict.rows,
-                                                            "review": review}, indent=2))
+    write_json_atomic(Path(f"{req.out}.rejected.json"), {"reason": reason, "comparison": verdict.rows, "review": review})
     print(f"improve: not better, left as {target} ({reason}); see {req.out}.rejected.json")
     return 1
 
 
 def _move(src: Path, dst: Path) -> None:
+    """The candidate (file, run directory, or engine with its sidecar) to its final name."""
+    from dualkd_edge.artifacts.engines import sidecar_path
+
     if dst.is_dir():
         shutil.rmtree(dst)
-    if src.is_dir():
-        shutil.move(str(src), str(dst))
-        return
-    os.replace(src, dst) if src.stat().st_dev == dst.parent.stat().st_dev else shutil.move(str(src), str(dst))
-    side = src.with_name(src.name + ".json")
-    if side.exists():  # an engine's sidecar
-        os.replace(side, dst.with_name(dst.name + ".json"))
+    shutil.move(str(src), str(dst))  # a rename on one filesystem
+    if not dst.is_dir() and sidecar_path(src).exists():
+        shutil.move(str(sidecar_path(src)), str(sidecar_path(dst)))

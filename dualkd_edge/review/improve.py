@@ -14,7 +14,6 @@ training or calibration as good."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -196,9 +195,3 @@ def calibrate_on_images(req: ImproveRequest, store: ReviewStore, answers: Review
     print(f"(b) fine-tuned and calibrated '{new.name}' on {len(preds)} confirmed good frames: threshold "
           f"{new.threshold:.6g} ({budget.describe()})")
     return candidate
-
-
-def write_json(path: Path, obj: dict) -> None:
-    from dualkd_edge.fileio import write_json_atomic
-
-    write_json_atomic(path, json.loads(json.dumps(obj, default=str)))

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dualkd_edge.decision.history import utc_now
 from dualkd_edge.errors import UserError
 from dualkd_edge.fileio import locked, write_json_atomic
 
@@ -63,7 +63,7 @@ class ReviewStore:
                 write_json_atomic(path, header)
             return
         write_json_atomic(path, {"model_id": model_id, "input": input_spec, "defect_types": defect_types,
-                                 "created": _now()})
+                                 "created": utc_now()})
 
     def check_model(self, model_id: str, input_spec: dict) -> None:
         header = self.header()
@@ -129,7 +129,7 @@ class ReviewStore:
         self.labels_file.touch(exist_ok=True)
         with locked(self.labels_file):
             earlier = self.answers().get(item_id)
-            answer = Answer(item_id, label, defect_type, who, _now(),
+            answer = Answer(item_id, label, defect_type, who, utc_now(),
                             replaces=f"{earlier.label} by {earlier.who} at {earlier.time}" if earlier else None)
             line = json.dumps(vars(answer)) + "\n"
             fd = os.open(self.labels_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -143,7 +143,3 @@ class ReviewStore:
         """Unanswered items, oldest first."""
         answered = self.answers()
         return [r for r in self.records() if r["id"] not in answered][:limit]
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -185,6 +185,7 @@ class StreamRunner:
         if candidate.backend.max_batch and self.opts.batch > candidate.backend.max_batch:
             raise UserError(f"it takes at most {candidate.backend.max_batch} image(s) per batch; --batch is {self.opts.batch}")
         self.calibrations_for(candidate)
+        candidate.model_id  # noqa: B018 - hashed here, in the watcher's thread, not between two frames
 
     def watch(self, load) -> None:
         """Take replacements of the model file while running: `load()` opens the file again."""

@@ -26,9 +26,9 @@ MAX_DROP, MIN_AGREE = 0.5, 0.97
 
 
 def prepare(preset: str, steps: int, work: Path) -> dict[str, Path]:
-    from dualkd_edge.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
     from dualkd_edge.data.synth import generate_dataset
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.train.loop import TrainConfig, train
 
     size = 128 if preset == "tiny" else 224
@@ -53,7 +53,7 @@ def prepare(preset: str, steps: int, work: Path) -> dict[str, Path]:
 
 
 def heldout_verdict(fp32_row, path: Path, heldout) -> dict:
-    from dualkd_edge.compile.accuracy_gate import evaluate_for_gate, judge
+    from dualkd_edge.compile.int8.accuracy_gate import evaluate_for_gate, judge
 
     gate, _ = judge(fp32_row, evaluate_for_gate(path, heldout), MAX_DROP, 1 - MIN_AGREE)
     agree = 1 - gate["decisions"]["disagree_share"]
@@ -73,7 +73,7 @@ RECIPES = [("minmax", "minmax, 64 images", {"method": "minmax"}),
 
 def run_target(target: str, paths: dict, fp32_row, heldout, work: Path, only: set[str] | None) -> list[dict]:
     from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
-    from dualkd_edge.compile.quantize import QuantizationSession, QuantizeOptions
+    from dualkd_edge.compile.int8.quantize import QuantizationSession, QuantizeOptions
 
     rows = []
     for key, label, overrides in RECIPES:
@@ -126,9 +126,9 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
-    from dualkd_edge.compile.accuracy_gate import evaluate_for_gate
+    from dualkd_edge.compile.int8.accuracy_gate import evaluate_for_gate
     from dualkd_edge.data.discovery import discover_all
-    from dualkd_edge.tables import markdown_table
+    from dualkd_edge.console.tables import markdown_table
 
     t0 = time.perf_counter()
     work = args.work / args.preset

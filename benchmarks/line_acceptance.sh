@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The acceptance run of the line outputs (README "On the line"): an RTSP camera on 127.0.0.1
+# The acceptance run of the line outputs (docs/streams.md, "On the line"): an RTSP camera on 127.0.0.1
 # (gst-rtsp-server), a Mosquitto broker, `infer` on a GStreamer pipeline with --mqtt and --http, a
 # `mosquitto_sub -t 'line/#'` counting the decisions, and curl of / and /metrics while it runs.
 #   bash benchmarks/line_acceptance.sh MODEL.onnx [WORKDIR]
@@ -8,11 +8,13 @@ MODEL=$1
 WORK=${2:-$(mktemp -d)}
 mkdir -p "$WORK"
 RTSP_PORT=18554 MQPORT=18830 HTTPPORT=18080
+# The RTSP camera and the browser are the tests' loopback servers (tests/support/).
+export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)/tests${PYTHONPATH:+:$PYTHONPATH}"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-python -m dualkd_edge.testing.gst_rtsp "$RTSP_PORT" /line 30 >"$WORK/rtsp.log" 2>&1 & pids+=($!)
+python -m support.gst_rtsp "$RTSP_PORT" /line 30 >"$WORK/rtsp.log" 2>&1 & pids+=($!)
 printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser %s\n' "$MQPORT" "$(id -un)" >"$WORK/mosquitto.conf"
 mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 & pids+=($!)
 sleep 2
@@ -31,10 +33,10 @@ curl -s -o "$WORK/page.html" -w 'GET / -> %{http_code} %{content_type}\n' "http:
 grep -o '<title>[^<]*</title>' "$WORK/page.html"
 curl -s "http://127.0.0.1:$HTTPPORT/metrics" >"$WORK/metrics.txt"
 echo "GET /metrics:"; grep '^dualkd_frames_total' "$WORK/metrics.txt"
-# The operator page in headless Chromium, as an operator sees it (README: docs/dashboard.png).
+# The operator page in headless Chromium, as an operator sees it (docs/dashboard.md).
 python - "$HTTPPORT" "$WORK/dashboard.png" <<'PY' || echo "no screenshot (chromium missing?)"
 import sys, time
-from dualkd_edge.testing.browser import HeadlessChromium
+from support.browser import HeadlessChromium
 with HeadlessChromium(width=1600, height=1000) as browser:
     browser.navigate(f"http://127.0.0.1:{sys.argv[1]}/")
     browser.wait_for("document.getElementById('live-0') && document.getElementById('live-0').naturalWidth > 0")

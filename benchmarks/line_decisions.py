@@ -29,7 +29,7 @@ DAY_FRAMES = int(24 * 3600 * FPS)
 
 def make(work: Path, steps: int = 300) -> None:
     from dualkd_edge.data.synth import camera_frames, generate_dataset, write_h264
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.train.loop import TrainConfig, train
 
     work.mkdir(parents=True, exist_ok=True)

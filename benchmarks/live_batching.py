@@ -22,6 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sys
+
+# The loopback servers (RTSP, MJPEG, MQTT, Modbus, webhook) are the tests' own: tests/support/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 CAMERAS = 4
 CAMERA_FPS = 30.0
@@ -44,7 +48,7 @@ class CountingSink:
 
 
 def make_model(preset: str, work: Path, data: Path) -> Path:
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.train.loop import TrainConfig, train
 
     run, onnx = work / f"{preset}-run", work / f"{preset}.onnx"
@@ -57,7 +61,7 @@ def make_model(preset: str, work: Path, data: Path) -> Path:
 
 def one_round(det, urls: list[str], batch: int, seconds: float, warmup: float) -> dict:
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     sink = CountingSink()
     specs = [s for url in urls for s in parse_source(url)]
@@ -133,7 +137,7 @@ def main() -> int:
 
     from dualkd_edge.bench.machine import describe_machine
     from dualkd_edge.data.synth import generate_dataset
-    from dualkd_edge.testing.stream_servers import MjpegServer
+    from support.stream_servers import MjpegServer
 
     machine = describe_machine()
     with tempfile.TemporaryDirectory() as tmp:

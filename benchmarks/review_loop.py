@@ -27,13 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
+# The loopback servers (RTSP, MJPEG, MQTT, Modbus, webhook) are the tests' own: tests/support/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 TOKEN = "bench:review-bench-token-0123456789"
 CLI = [sys.executable, "-m", "dualkd_edge.cli"]
 
 
 def make(work: Path, steps: int) -> dict:
     from dualkd_edge.data.synth import camera_frames, generate_dataset, write_h264
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.train.loop import TrainConfig, train
 
     work.mkdir(parents=True, exist_ok=True)
@@ -119,7 +122,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300, help="training steps of the first model")
     ap.add_argument("--finetune-steps", type=int, default=150)
     args = ap.parse_args()
-    from dualkd_edge.testing.stream_servers import free_port
+    from support.stream_servers import free_port
 
     work = args.work
     labels = make(work, args.steps)

@@ -28,9 +28,9 @@ TARGETS = {
 
 
 def prepare(preset: str, steps: int, work: Path, data: Path, video: Path) -> dict[str, Path]:
-    from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.compile.quantize import quantize_int8
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.quantize import quantize_int8
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
     from dualkd_edge.train.loop import TrainConfig, train
 
     run = work / f"{preset}-run"
@@ -50,8 +50,8 @@ def prepare(preset: str, steps: int, work: Path, data: Path, video: Path) -> dic
     try:  # TensorRT rows where it exists
         import tensorrt  # noqa: F401
 
-        from dualkd_edge.compile.build_plan import BuildOptions
-        from dualkd_edge.compile.tensorrt_build import build_engine
+        from dualkd_edge.compile.tensorrt.plan import BuildOptions
+        from dualkd_edge.compile.tensorrt.build import build_engine
 
         int8_trt = quantize_int8(fp32, calib, work / f"{preset}.int8-trt.onnx", "minmax", 64).path
         for precision, src in (("fp16", fp32), ("int8", int8_trt)):
@@ -117,7 +117,7 @@ def main() -> int:
 
     from dualkd_edge.bench.report import to_markdown, to_text
     from dualkd_edge.data.synth import generate_dataset, write_line_video
-    from dualkd_edge.tables import markdown_table
+    from dualkd_edge.console.tables import markdown_table
 
     t0 = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)

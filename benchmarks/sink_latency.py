@@ -33,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The loopback servers (RTSP, MJPEG, MQTT, Modbus, webhook) are the tests' own: tests/support/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 SETUPS = ("none", "sinks", "sinks+viewers")
 
 
@@ -94,9 +97,9 @@ def timed_writes(sinks: list, wall: list[float], cpu: list[float]) -> None:
 def one_round(det, camera_url: str, setup: str, frames: int, receivers: dict,
               writes: tuple[list, list]) -> tuple[dict, list]:
     """(per-stage latencies in ms per frame, DeliveryStats) of one StreamRunner."""
-    from dualkd_edge.stream.line_outputs import LineOptions
+    from dualkd_edge.stream.outputs.line import LineOptions
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     sinks = []
     if setup != "none":
@@ -127,8 +130,8 @@ def main() -> int:
 
     from dualkd_edge import Detector
     from dualkd_edge.bench.machine import describe_machine
-    from dualkd_edge.testing.line_servers import ModbusServer, MosquittoBroker, WebhookReceiver
-    from dualkd_edge.testing.stream_servers import MjpegServer
+    from support.line_servers import ModbusServer, MosquittoBroker, WebhookReceiver
+    from support.stream_servers import MjpegServer
 
     stages = ("e2e_ms", "inference_ms", "output_ms")
     lat = {s: {k: [] for k in stages} for s in SETUPS}

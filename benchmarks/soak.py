@@ -28,9 +28,11 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from dualkd_edge.testing.gst_rtsp import GstRtspCamera
-from dualkd_edge.testing.line_servers import ModbusServer, MosquittoBroker
-from dualkd_edge.testing.stream_servers import LoopbackHttpServer, free_port
+# The loopback servers (RTSP, MJPEG, MQTT, Modbus, webhook) are the tests' own: tests/support/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.gst_rtsp import GstRtspCamera
+from support.line_servers import ModbusServer, MosquittoBroker
+from support.stream_servers import LoopbackHttpServer, free_port
 
 FPS = 25
 

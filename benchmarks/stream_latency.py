@@ -3,7 +3,7 @@ file, against the model-only FPS, with one model:
 
     python benchmarks/stream_latency.py demo_out/model.onnx --seconds 20
 
-The RTSP stream is the tests' server (dualkd_edge/testing/stream_servers.py): ffmpeg encodes a generated line video
+The RTSP stream is the tests' server (tests/support/stream_servers.py): ffmpeg encodes a generated line video
 to H.264 at 30 FPS and packetizes it as RTP; a small RTSP server on 127.0.0.1 relays it over TCP."""
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+# The loopback servers (RTSP, MJPEG, MQTT, Modbus, webhook) are the tests' own: tests/support/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def infer(model: Path, source: str, out: Path, max_frames: int) -> dict:
@@ -31,7 +34,7 @@ def main() -> int:
     from dualkd_edge.artifacts import open_backend
     from dualkd_edge.bench.timing import time_backend
     from dualkd_edge.data.synth import write_line_video
-    from dualkd_edge.testing.stream_servers import RtspServer
+    from support.stream_servers import RtspServer
 
     with open_backend(args.model) as backend:
         model_only, _ = time_backend(backend, 1, warmup=10, iters=100)

@@ -1,4 +1,4 @@
-"""Redraw the example pictures of the README (docs/*.png) from a model trained here.
+"""Redraw the example pictures of docs/pictures.md (docs/*.png) from a model trained here.
 
     python docs/make_examples.py [--work DIR]
 
@@ -50,15 +50,15 @@ def colour_counts(det, painter) -> str:
 
 def main() -> None:
     from dualkd_edge.bench.runner import BenchOptions
-    from dualkd_edge.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
     from dualkd_edge.commands.bench_cmd import BenchOutputs, run_bench
     from dualkd_edge.commands.eval_cmd import EvalRequest
     from dualkd_edge.commands.eval_cmd import run as run_eval
-    from dualkd_edge.compile.quantize import quantize_int8
+    from dualkd_edge.compile.int8.quantize import quantize_int8
     from dualkd_edge.data.synth import generate_dataset, render_part
     from dualkd_edge.detector import Detector
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
-    from dualkd_edge.overlay import OverlayPainter
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.pictures.overlay import OverlayPainter
     from dualkd_edge.train.loop import TrainConfig, train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

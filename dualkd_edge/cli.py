@@ -75,7 +75,7 @@ TritonCafileOpt = typer.Option(None, "--triton-cafile", help="with --triton: gRP
 def _line_options(mqtt, mqtt_only_ng, modbus, webhook, http, http_token_file, mqtt_password_file, mqtt_tls,
                   webhook_file):
     """infer's line-side options (stream/line_outputs.py); `mqtt_tls`: (CA file, certificate, key)."""
-    from dualkd_edge.stream.line_outputs import LineOptions
+    from dualkd_edge.stream.outputs.line import LineOptions
 
     cafile, cert, key = mqtt_tls
     return LineOptions(mqtt=mqtt, mqtt_only_ng=mqtt_only_ng, modbus=modbus, webhook=webhook, http=http,
@@ -197,7 +197,7 @@ def export(
 ) -> None:
     """Export teacher + both students + Noisy-OR scoring as ONE ONNX graph, verified against PyTorch."""
     from dualkd_edge.commands.export_cmd import run_export
-    from dualkd_edge.export.onnx_export import ExportOptions
+    from dualkd_edge.trace.onnx_export import ExportOptions
 
     run_export(run_dir, out, ExportOptions(img_size, batch, input_dtype, opset, precision, not no_verify))
 
@@ -241,7 +241,7 @@ def calib_sample(
     out: Path = typer.Option(Path("calib_data"), "--out", help="folder to copy them into"),
 ) -> None:
     """Copy a spread sample (every category, the whole brightness range) of normal images for INT8 calibration."""
-    from dualkd_edge.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
 
     files = sample_calibration_set(list(data), n, out)
     print(f"copied {len(files)} calibration images to {out}")
@@ -267,7 +267,7 @@ def build(
     """Build a TensorRT engine (strongly typed; implicit INT8 calibration only before TensorRT 10.12),
     then compare it with its ONNX on real images before it replaces --out."""
     from dualkd_edge.commands.build_cmd import run_build
-    from dualkd_edge.compile.build_plan import BuildOptions
+    from dualkd_edge.compile.tensorrt.plan import BuildOptions
 
     raise typer.Exit(run_build(model, out, BuildOptions(precision, calib, batch, workspace, timing_cache, dla, opt_level,
                                                         calib_cache, not no_check, cuda_graph), print_trtexec))
@@ -359,7 +359,7 @@ def infer(
     to the line (MQTT, Modbus TCP, webhook) and a live dashboard."""
     from dualkd_edge.artifacts import LoadOptions
     from dualkd_edge.commands.infer_cmd import run_infer
-    from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.stream.capture.threads import RetryPolicy
     from dualkd_edge.stream.pipeline import StreamOptions
 
     opts = StreamOptions(out=out, jsonl=jsonl, save_video=save_video, save_images=save_images, save_masks=save_masks,
@@ -526,7 +526,7 @@ def _click_exceptions():
 
 def _fail(message: str, code: int) -> None:
     """One `error:` line (credentials in URLs hidden), then exit with `code`."""
-    from dualkd_edge.stream.sources import redact
+    from dualkd_edge.stream.capture.sources import redact
 
     print(f"error: {redact(' '.join(message.split()))}", file=sys.stderr)
     sys.exit(code)
@@ -551,7 +551,7 @@ def main() -> None:
     import signal
 
     from dualkd_edge.errors import Terminated
-    from dualkd_edge.outputs import describe_os_error
+    from dualkd_edge.output_paths import describe_os_error
 
     # Our messages at INFO; third-party libraries (quantization tools, timm) only from WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)

@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dualkd_edge import __version__
+from dualkd_edge.version import __version__
 from dualkd_edge.errors import UserError
 
 # 2: InputSpec resize/crop (an older reader would silently skip the crop), output score_logit.

@@ -10,7 +10,7 @@ from dualkd_edge.metadata import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 
 @dataclass(frozen=True)
 class Preset:
-    """Everything needed to build the dual-student model (see README, method section)."""
+    """Everything needed to build the dual-student model (see docs/method.md)."""
 
     name: str
     description: str
@@ -89,9 +89,6 @@ class Preset:
         """The float input spec of a model built from this preset (resize/crop included)."""
         return InputSpec(height=self.img_size, width=self.img_size, dtype="float", mean=self.mean, std=self.std,
                          resize=self.resize if self.crop is not None else None, crop=self.crop)
-
-    def geometry_label(self) -> str:
-        return f"{self.resize} -> crop {self.crop}" if self.crop is not None else f"{self.img_size}"
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -33,9 +33,9 @@ def deploy(run: Path, data: Path, work: Path, target: str = "cpu", calib_images:
     `work/calib_data`, quantize (all-INT8, minmax) to `work/<name>.int8.onnx` for `target` (cpu: ONNX
     Runtime's fast path). `quantize=False` leaves the INT8 file to the caller (e.g. the gated
     `quantize --val` path of the demo)."""
-    from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.compile.quantize import quantize_int8
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.quantize import quantize_int8
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     exported = export_onnx(run, work / f"{name}.onnx", export_options or ExportOptions())
     calib = work / "calib_data"

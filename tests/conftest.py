@@ -54,7 +54,7 @@ def separating_run(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def dynamic_onnx(trained_run, tmp_path_factory) -> Path:
     """`trained_run` exported with a dynamic batch (FP32, float input)."""
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     return export_onnx(trained_run, tmp_path_factory.mktemp("onnx") / "m.onnx", ExportOptions(batch="dynamic")).path
 

@@ -107,7 +107,7 @@ def altered_run(trained_run: Path, tmp_path: Path, prefix: str) -> Path:
     return dst
 
 
-# Reference formulas of the method (README, method section), written plainly for the tests to
+# Reference formulas of the method (docs/method.md), written plainly for the tests to
 # check the graph and the training objective against.
 def calibrated_probability(score, mu: float, sigma: float, beta: float):
     """p_k = sigmoid((s_k - mu_k) / sigma_k - beta)."""

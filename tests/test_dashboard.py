@@ -15,9 +15,9 @@ import urllib.request
 
 import pytest
 
-from dualkd_edge.testing.browser import HeadlessChromium, chromium_binary
-from dualkd_edge.testing.line_servers import ModbusServer, wait_for_port
-from dualkd_edge.testing.stream_servers import MjpegServer, free_port, write_video
+from support.browser import HeadlessChromium, chromium_binary
+from support.line_servers import ModbusServer, wait_for_port
+from support.stream_servers import MjpegServer, free_port, write_video
 
 needs_chromium = pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (.ci/run installs it)")
 
@@ -118,10 +118,10 @@ def test_healthz_turns_503_when_the_camera_stalls(dynamic_onnx):
     import threading
 
     from dualkd_edge import Detector
-    from dualkd_edge.stream.capture import RetryPolicy
-    from dualkd_edge.stream.dashboard import Dashboard
+    from dualkd_edge.stream.capture.threads import RetryPolicy
+    from dualkd_edge.stream.dashboard.server import Dashboard
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     camera = MjpegServer(fps=10, max_seconds=60)  # started once the run waits for it
     dashboard = Dashboard("127.0.0.1:0", stale_after=1.0)

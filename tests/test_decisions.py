@@ -104,7 +104,7 @@ def station(separating_run, tmp_path_factory):
         pytest.skip("needs ffmpeg (libx264) to film the videos")
     pytest.importorskip("torch", reason="needs PyTorch to export the model")
     from dualkd_edge.data.synth import camera_frames, write_h264
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     run, _data = separating_run
     root = tmp_path_factory.mktemp("station")
@@ -176,7 +176,7 @@ def test_the_line_decides_with_the_camera_calibration_and_records_it(calibrated,
 @needs_torch
 @needs_ffmpeg
 def test_a_dimmed_lamp_raises_the_drift_alarm_everywhere(calibrated, station, tmp_path):
-    from dualkd_edge.testing.stream_servers import free_port
+    from support.stream_servers import free_port
 
     model, _, _ = calibrated
     port = free_port()
@@ -209,7 +209,7 @@ def test_a_dimmed_lamp_raises_the_drift_alarm_everywhere(calibrated, station, tm
 @needs_torch
 @needs_ffmpeg
 def test_calibrate_on_a_live_rtsp_stream(station, tmp_path):
-    from dualkd_edge.testing.stream_servers import RtspServer
+    from support.stream_servers import RtspServer
 
     model = tmp_path / "m.onnx"
     shutil.copyfile(station["model"], model)
@@ -270,7 +270,7 @@ def _wait_for(condition, timeout: float = 60.0, what: str = "") -> None:
 @needs_torch
 @needs_ffmpeg
 def test_a_running_infer_takes_a_new_calibration_and_refuses_a_corrupt_model(station, tmp_path):
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     model = tmp_path / "m.onnx"
     shutil.copyfile(station["model"], model)

@@ -23,7 +23,7 @@ def written(dynamic_onnx, tmp_path_factory):
 
 def test_configs_parse_and_agree_with_the_model(written, dynamic_onnx):
     from dualkd_edge.artifacts import read_metadata
-    from dualkd_edge.serving.deepstream import read_ini
+    from support.config_files import read_ini
 
     meta = read_metadata(dynamic_onnx)
     infer = read_ini(written / "config_infer_dualkd.txt")["property"]

@@ -36,7 +36,7 @@ def _config(data, out, **kw):
 @pytest.fixture(scope="module")
 def two_runs(small_dataset, tmp_path_factory):
     """(one process, two processes): the same global batches, STEPS steps."""
-    from dualkd_edge.train.distributed import launch
+    from dualkd_edge.train.launch import launch
     from dualkd_edge.train.loop import train
 
     root = tmp_path_factory.mktemp("ddp")

@@ -60,7 +60,7 @@ def test_eval_table_and_report_files(trained_run, dataset_with_corrupt, tmp_path
 
 
 def test_several_models_side_by_side_with_deltas(trained_run, small_dataset, tmp_path):
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     onnx_path = export_onnx(trained_run, tmp_path / "m.onnx", ExportOptions()).path
     proc = run_cli("eval", trained_run, onnx_path, small_dataset)

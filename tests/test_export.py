@@ -14,7 +14,7 @@ pytestmark = needs_torch
 
 @pytest.fixture(scope="module")
 def exports(trained_run, tmp_path_factory):
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     out = tmp_path_factory.mktemp("onnx")
     paths = {}
@@ -86,9 +86,9 @@ def test_map_calibration_round_trips_through_every_export(trained_run, exports, 
     """The heat-map scale measured at training reaches every artifact the runtime can load."""
     from dualkd_edge.artifacts import read_metadata, update_threshold
     from dualkd_edge.artifacts.engines import write_sidecar
-    from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.compile.quantize import quantize_int8
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.quantize import quantize_int8
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     run_meta = read_metadata(trained_run)
     stats = run_meta.calibration.anomaly_map
@@ -114,7 +114,7 @@ def test_map_calibration_round_trips_through_every_export(trained_run, exports, 
                                                          ("ee_student.head", "semantic_score", "local_score")])
 def test_graph_holds_both_students(trained_run, exports, tmp_path, student, changed, unchanged):
     from dualkd_edge import Detector
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     broken = export_onnx(altered_run(trained_run, tmp_path, student), tmp_path / "broken.onnx", ExportOptions()).path
     images = parts(3)
@@ -126,9 +126,9 @@ def test_graph_holds_both_students(trained_run, exports, tmp_path, student, chan
 
 def test_int8_runs_keeps_norms_in_float_and_passes_gate(trained_run, exports, small_dataset, tmp_path):
     from dualkd_edge import Detector
-    from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.compile.accuracy_gate import accuracy_gate
-    from dualkd_edge.compile.quantize import quantize_int8
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.accuracy_gate import accuracy_gate
+    from dualkd_edge.compile.int8.quantize import quantize_int8
 
     calib = tmp_path / "calib"
     assert len(sample_calibration_set([small_dataset], 24, calib)) >= 20
@@ -153,8 +153,8 @@ def test_int8_runs_keeps_norms_in_float_and_passes_gate(trained_run, exports, sm
 
 
 def test_gate_fails_for_a_broken_candidate(trained_run, exports, small_dataset, tmp_path):
-    from dualkd_edge.compile.accuracy_gate import accuracy_gate
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.compile.int8.accuracy_gate import accuracy_gate
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     broken = export_onnx(altered_run(trained_run, tmp_path, "ed_student.blocks"), tmp_path / "b.onnx", ExportOptions()).path
     gate, passed = accuracy_gate(exports[("float", "1")], broken, small_dataset, max_drop=0.0)
@@ -165,9 +165,9 @@ def test_gate_fails_for_a_broken_candidate(trained_run, exports, small_dataset, 
 
 def test_cpu_target_uses_uint8_activations_and_tensorrt_refuses_it(exports, small_dataset, tmp_path):
     from dualkd_edge.artifacts import read_metadata
-    from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.compile.build_plan import BuildOptions, plan_build
-    from dualkd_edge.compile.quantize import quantize_int8
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.tensorrt.plan import BuildOptions, plan_build
+    from dualkd_edge.compile.int8.quantize import quantize_int8
     from dualkd_edge.errors import UserError
 
     sample_calibration_set([small_dataset], 16, tmp_path / "calib")
@@ -182,7 +182,7 @@ def test_cpu_target_uses_uint8_activations_and_tensorrt_refuses_it(exports, smal
 
 @pytest.mark.parametrize("variant", [{}, {"batch": "dynamic", "input_dtype": "uint8"}])
 def test_fp16_export_keeps_io_float32_and_norms_fp32(trained_run, tmp_path, variant):
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     result = export_onnx(trained_run, tmp_path / "m.fp16.onnx", ExportOptions(precision="fp16", **variant))
     assert result.verified  # ONNX Runtime CPU loads and runs it within the FP16 tolerances
@@ -232,7 +232,7 @@ def test_entropy_calibration_clips_outliers_where_minmax_does_not(tmp_path):
     from onnx import TensorProto, helper
     from onnxruntime.quantization.calibrate import load_tensors_data
 
-    from dualkd_edge.compile.quantize import _entropy_ranges
+    from dualkd_edge.compile.int8.quantize import _entropy_ranges
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [8, 8], np.eye(8, dtype=np.float32).ravel().tolist())
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",

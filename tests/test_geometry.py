@@ -143,7 +143,7 @@ def _frames():
 def test_crop_round_trip_through_export(crop_run, tmp_path):
     from dualkd_edge import Detector
     from dualkd_edge.artifacts import read_metadata
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     assert read_metadata(crop_run).input.resize == 128 and read_metadata(crop_run).input.crop == 112
     frames = _frames()
@@ -166,7 +166,7 @@ def test_crop_round_trip_through_export(crop_run, tmp_path):
 def test_crop_model_evaluates_only_the_scored_part(crop_run, small_dataset):
     from dualkd_edge import Detector
     from dualkd_edge.data.discovery import discover_all
-    from dualkd_edge.evaluation import evaluate
+    from dualkd_edge.evaluation.evaluate_splits import evaluate
 
     with Detector.load(crop_run, device="cpu") as det:
         report = evaluate(det, discover_all([small_dataset]), progress=False)

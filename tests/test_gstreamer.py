@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import assert_one_line_error, run_cli, run_cli_without
 
-from dualkd_edge.testing.stream_servers import RtspServer, free_port, write_video
+from support.stream_servers import RtspServer, free_port, write_video
 
 
 def _gstreamer_missing() -> str | None:
@@ -59,8 +59,8 @@ def test_videotestsrc_pipeline_hands_over_every_frame_in_order(model, tmp_path):
 def test_frames_are_the_pictures_gstreamer_decoded(tmp_path):
     """A video file through filesrc ! decodebin (videoconvert ! appsink appended): BGR frames of the
     file's size that match OpenCV's decoding of the same file."""
-    from dualkd_edge.stream.capture import RetryPolicy, open_capture, prepare_source
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.threads import RetryPolicy, open_capture, prepare_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     video = write_video(tmp_path / "parts.mp4", n=5)
     spec = prepare_source(parse_source(f"filesrc location={video} ! decodebin")[0])
@@ -79,9 +79,9 @@ def test_live_pipeline_keeps_the_newest_frame_and_reopens_after_eos(model):
     """A live source (is-live=true) faster than the model: frames are dropped and counted; its EOS is
     a lost stream, reopened with backoff (a file's EOS ends the run, see above)."""
     from dualkd_edge import Detector
-    from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.stream.capture.threads import RetryPolicy
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     pipeline = ("videotestsrc is-live=true num-buffers=40 ! video/x-raw,width=128,height=96,framerate=60/1 "
                 "! videoconvert ! appsink")
@@ -116,9 +116,9 @@ def test_rtsp_pipeline_and_decoder_option_read_a_real_stream(model, tmp_path):
 @needs_ffmpeg
 def test_rtsp_pipeline_reconnects_after_the_server_restarts(model, tmp_path):
     from dualkd_edge import Detector
-    from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.stream.capture.threads import RetryPolicy
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     server = RtspServer(write_video(tmp_path / "src.mp4", n=60), max_seconds=60, tmp=tmp_path).start()
     pipeline = f"rtspsrc location={server.url} latency=0 ! rtph264depay ! avdec_h264 ! videoconvert ! appsink"

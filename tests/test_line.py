@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from helpers import assert_one_line_error, needs_broker, needs_paho, run_cli, run_cli_without
 
-from dualkd_edge.testing.line_servers import ModbusServer, MosquittoBroker, WebhookReceiver
-from dualkd_edge.testing.stream_servers import MjpegServer, free_port, write_video
+from support.line_servers import ModbusServer, MosquittoBroker, WebhookReceiver
+from support.stream_servers import MjpegServer, free_port, write_video
 
 needs_mosquitto = needs_broker
 RECORD_KEYS = {"source", "source_index", "frame", "timestamp", "score", "score_logit", "local_score",
@@ -74,8 +74,8 @@ class Subscriber:
 def _run(model, source: str, sinks, threshold: float | None = None, **opts):
     from dualkd_edge import Detector
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sinks import JsonlSink
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.outputs.sinks import JsonlSink
+    from dualkd_edge.stream.capture.sources import parse_source
 
     jsonl = opts.pop("jsonl")
     with Detector.load(model, threshold) as det:
@@ -100,7 +100,7 @@ def _lines(path: Path) -> list[dict]:
 
 @needs_mosquitto
 def test_mqtt_every_decision_arrives_across_a_broker_restart(model, tmp_path):
-    from dualkd_edge.stream.mqtt_sink import MqttSink, parse_mqtt_url
+    from dualkd_edge.stream.outputs.mqtt import MqttSink, parse_mqtt_url
 
     broker = MosquittoBroker(tmp_path / "broker").start()
     sub = Subscriber(broker.port, client_id="line-monitor")
@@ -172,7 +172,7 @@ def test_unreachable_receivers_never_stall_the_run(model, tmp_path):
     """A broker that is not there, a PLC port nobody listens on, a webhook that accepts connections and
     never answers: the stream runs to its end, and the summary says nothing was delivered."""
     pytest.importorskip("pymodbus", reason="needs pymodbus (pip install '.[line]')")
-    from dualkd_edge.stream.webhook_sink import WebhookSink
+    from dualkd_edge.stream.outputs.webhook import WebhookSink
 
     hang = socket.socket()
     hang.bind(("127.0.0.1", 0))
@@ -192,8 +192,8 @@ def test_unreachable_receivers_never_stall_the_run(model, tmp_path):
 
 
 def _line_sinks(mqtt_url: str, modbus_address: str) -> list:
-    from dualkd_edge.stream.modbus_sink import ModbusSink, parse_modbus_address
-    from dualkd_edge.stream.mqtt_sink import MqttSink, parse_mqtt_url
+    from dualkd_edge.stream.outputs.modbus import ModbusSink, parse_modbus_address
+    from dualkd_edge.stream.outputs.mqtt import MqttSink, parse_mqtt_url
 
     return [MqttSink(parse_mqtt_url(mqtt_url)), ModbusSink(parse_modbus_address(modbus_address))]
 
@@ -202,7 +202,7 @@ def test_modbus_registers_follow_the_decisions_across_a_plc_power_cycle(model, t
     pytest.importorskip("pymodbus")
     from pymodbus.client import ModbusTcpClient
 
-    from dualkd_edge.stream.modbus_sink import ModbusSink, parse_modbus_address
+    from dualkd_edge.stream.outputs.modbus import ModbusSink, parse_modbus_address
 
     plc = ModbusServer(tmp_path / "writes.jsonl").start()
     video = write_video(tmp_path / "parts.mp4", n=40)
@@ -229,7 +229,7 @@ def test_modbus_registers_follow_the_decisions_across_a_plc_power_cycle(model, t
 
 
 def test_webhook_posts_ng_events_and_retries_through_an_outage(model, tmp_path):
-    from dualkd_edge.stream.webhook_sink import WebhookSink
+    from dualkd_edge.stream.outputs.webhook import WebhookSink
 
     receiver = WebhookReceiver().start()
     receiver.fail_with = 503  # in trouble at first

@@ -8,7 +8,7 @@ import json
 
 from helpers import run_cli
 
-from dualkd_edge.testing.stream_servers import MjpegServer, write_video
+from support.stream_servers import MjpegServer, write_video
 
 
 def test_live_sources_are_batched_and_a_stalled_camera_does_not_hold_them(dynamic_onnx, tmp_path):
@@ -52,8 +52,8 @@ def test_live_sources_are_batched_and_a_stalled_camera_does_not_hold_them(dynami
 def test_file_sources_fill_batches_in_order(dynamic_onnx, tmp_path):
     from dualkd_edge import Detector
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sinks import JsonlSink
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.outputs.sinks import JsonlSink
+    from dualkd_edge.stream.capture.sources import parse_source
 
     video = write_video(tmp_path / "v.mp4", n=16)
     with Detector.load(dynamic_onnx) as det:

@@ -45,7 +45,7 @@ def test_probability_threshold_flags_what_the_logit_threshold_flags():
 
 
 def test_eval_ranks_by_score_logit_where_scores_saturate():
-    from dualkd_edge.evaluation import ImageRecord, image_metrics
+    from dualkd_edge.evaluation.evaluate_splits import ImageRecord, image_metrics
 
     # four anomalies and one normal image all saturate to score 1.0; only score_logit orders them
     logits = [0.1, 0.2, 0.3, 20.0, 30.0, 40.0, 50.0, 19.0]
@@ -255,7 +255,7 @@ def test_onnx_without_score_logit_gets_it_on_the_host(trained_run, tmp_path):
 
     from dualkd_edge import Detector
     from dualkd_edge.data.synth import render_part
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     new = export_onnx(trained_run, tmp_path / "new.onnx", ExportOptions(batch="dynamic")).path
     model = onnx.load(str(new))

@@ -11,7 +11,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from dualkd_edge import metrics
+from dualkd_edge.evaluation import metrics
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dualkd_edge.errors import UserError
-from dualkd_edge.map_scale import MAX_POSITION, SPREAD_POSITION, HeatScale, MapHistogram
+from dualkd_edge.pictures.map_scale import MAX_POSITION, SPREAD_POSITION, HeatScale, MapHistogram
 from dualkd_edge.metadata import (
     ArtifactMetadata,
     BranchCalibration,
@@ -19,7 +19,7 @@ from dualkd_edge.metadata import (
     InputSpec,
     TeacherWeights,
 )
-from dualkd_edge.overlay import (
+from dualkd_edge.pictures.overlay import (
     BANNER_FRACTION,
     NG_COLOURS,
     OK_COLOURS,

@@ -17,7 +17,7 @@ PATCH_PX = 16  # one 14-px patch of the 112-px model input, in the 128-px genera
 @pytest.fixture(scope="module")
 def model(separating_run):
     from dualkd_edge import Detector
-    from dualkd_edge.overlay import OverlayPainter
+    from dualkd_edge.pictures.overlay import OverlayPainter
 
     run, _ = separating_run
     det = Detector.load(run, device="cpu")
@@ -61,7 +61,7 @@ def test_painted_defects_are_red_inside_their_region(model):
 
 def test_overlay_of_a_scratch_shows_red_inside_an_outline(model):
     from dualkd_edge.data.synth import render_part
-    from dualkd_edge.overlay import BANNER_FRACTION
+    from dualkd_edge.pictures.overlay import BANNER_FRACTION
 
     det, painter = model
     image, mask = render_part("washer", 300_000, defect="scratch")

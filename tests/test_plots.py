@@ -37,8 +37,8 @@ def test_bench_plot_is_a_real_png(tmp_path, batches):
 
 
 def test_eval_plot_is_a_real_png(tmp_path):
-    from dualkd_edge.eval_plot import plot_eval
-    from dualkd_edge.evaluation import EvalReport, ImageRecord, image_metrics
+    from dualkd_edge.evaluation.plot import plot_eval
+    from dualkd_edge.evaluation.evaluate_splits import EvalReport, ImageRecord, image_metrics
 
     rng = np.random.default_rng(0)
     report = EvalReport(model="run/", threshold=0.5)

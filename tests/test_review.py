@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from helpers import assert_one_line_error, needs_torch, run_cli
 
-from dualkd_edge.testing.stream_servers import free_port
+from support.stream_servers import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (libx264) to film the line")
 TOKEN = "anna:review-token-0123456789abcdef"
@@ -50,7 +50,7 @@ def line(separating_run, tmp_path_factory):
     other part and 1 in 5 parts defective (labels), as H.264 videos."""
     pytest.importorskip("torch", reason="needs PyTorch to export the model")
     from dualkd_edge.data.synth import camera_frames, write_h264
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     run, data = separating_run
     root = tmp_path_factory.mktemp("review")
@@ -116,7 +116,7 @@ def reviewed(line):
 
 def _click_one(base: str, token: str, labels: list) -> dict:
     """The operator's way: the page opened with ?token=, the truthful button clicked for the first item."""
-    from dualkd_edge.testing.browser import HeadlessChromium, chromium_binary
+    from support.browser import HeadlessChromium, chromium_binary
 
     if chromium_binary() is None:
         return {"skipped": "chromium not installed"}

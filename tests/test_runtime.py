@@ -64,8 +64,8 @@ def test_engine_sidecar_compatibility(tmp_path):
 
 def test_calibration_batches_match_inference_preprocessing(onnx_model, small_dataset, tmp_path):
     from dualkd_edge.artifacts import read_metadata
-    from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.compile.calibration_batches import CalibrationBatches
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.calibration_batches import CalibrationBatches
     from dualkd_edge.fileio import read_image
     from dualkd_edge.preprocess import prepare_batch
 
@@ -124,8 +124,8 @@ def _tensorrt_usable() -> bool:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_matches_onnxruntime(onnx_model, tmp_path, precision):
     from dualkd_edge import Detector
-    from dualkd_edge.compile.build_plan import BuildOptions
-    from dualkd_edge.compile.tensorrt_build import build_engine
+    from dualkd_edge.compile.tensorrt.plan import BuildOptions
+    from dualkd_edge.compile.tensorrt.build import build_engine
     from dualkd_edge.data.synth import render_part
 
     engine = tmp_path / f"m.{precision}.engine"
@@ -189,6 +189,6 @@ def test_onnx_backend_equals_torch_backend(trained_run, onnx_model):
         with open_backend(path, device="cpu") as backend:
             outs.append(backend.infer(prepare_batch(images, backend.meta.input)))
             assert backend.last_timings["total_ms"] > 0
-    from dualkd_edge.comparison import FP32_TOLERANCE, compare_outputs
+    from dualkd_edge.evaluation.comparison import FP32_TOLERANCE, compare_outputs
 
     assert all(d.ok for d in compare_outputs(outs[0], outs[1], FP32_TOLERANCE))

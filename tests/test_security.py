@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from helpers import assert_one_line_error, needs_broker, run_cli
 
-from dualkd_edge.testing.line_servers import MosquittoBroker
-from dualkd_edge.testing.stream_servers import LoopbackHttpServer, free_port, write_video
+from support.line_servers import MosquittoBroker
+from support.stream_servers import LoopbackHttpServer, free_port, write_video
 
 needs_mosquitto = needs_broker
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed (to make the test's CA)")
@@ -108,7 +108,7 @@ def test_a_redirecting_webhook_gets_no_credentials_and_counts_as_failed(model, v
 
 
 def test_webhook_paths_queries_and_other_secrets_are_never_shown(model, video, tmp_path):
-    from dualkd_edge.stream.sources import redact
+    from dualkd_edge.stream.capture.sources import redact
 
     receiver = Recorder().start()
     secret_path = "/services/T0SECRET/B0SECRET/XYZSECRETKEY"
@@ -239,9 +239,9 @@ def test_triton_tls_options_are_checked(model, video, tmp_path):
 def dashboard_run(model, tmp_path):
     """A Dashboard bound to a real stream (a video looped at 20 FPS) in this process."""
     from dualkd_edge import Detector
-    from dualkd_edge.stream.dashboard import Dashboard
+    from dualkd_edge.stream.dashboard.server import Dashboard
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     clip = write_video(tmp_path / "clip.mp4", n=400)
     det = Detector.load(model)
@@ -257,7 +257,7 @@ def dashboard_run(model, tmp_path):
 
 
 def test_idle_half_sent_and_never_reading_clients_cannot_stop_the_dashboard_or_the_run(dashboard_run):
-    from dualkd_edge.stream.http_guard import MAX_CONNECTIONS
+    from dualkd_edge.stream.dashboard.http_guard import MAX_CONNECTIONS
 
     dashboard, runner = dashboard_run
     base = dashboard.url
@@ -320,7 +320,7 @@ def test_bad_request_bytes_host_headers_and_security_headers(dashboard_run):
 
 def test_a_hostile_file_name_in_a_watched_folder_is_text_on_the_page(model, tmp_path):
     pytest.importorskip("cv2")
-    from dualkd_edge.testing.browser import HeadlessChromium, chromium_binary
+    from support.browser import HeadlessChromium, chromium_binary
 
     if chromium_binary() is None:
         pytest.skip("chromium not installed (.ci/run installs it)")
@@ -437,7 +437,7 @@ def test_ipv6_loopback_binding_works_as_documented():
             s.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    from dualkd_edge.stream.dashboard import Dashboard
+    from dualkd_edge.stream.dashboard.server import Dashboard
 
     dashboard = Dashboard("[::1]:0")
     try:

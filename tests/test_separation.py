@@ -15,7 +15,7 @@ pytestmark = [needs_torch, pytest.mark.slow]
 def separation_report(separating_run):
     from dualkd_edge import Detector
     from dualkd_edge.data.discovery import discover_all
-    from dualkd_edge.evaluation import evaluate
+    from dualkd_edge.evaluation.evaluate_splits import evaluate
 
     run, data = separating_run
     with Detector.load(run, device="cpu") as det:
@@ -23,7 +23,7 @@ def separation_report(separating_run):
 
 
 def test_defects_and_unseen_part_kind_separate_in_both_categories(separation_report):
-    from dualkd_edge.metrics import image_auroc
+    from dualkd_edge.evaluation.metrics import image_auroc
 
     assert set(separation_report.rows) == {"washer", "bracket"}
     for cat, row in separation_report.rows.items():

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from helpers import assert_one_line_error, run_cli
 
-from dualkd_edge.testing.stream_servers import MjpegServer, RtspServer, write_video
+from support.stream_servers import MjpegServer, RtspServer, write_video
 
 
 @pytest.fixture
@@ -156,9 +156,9 @@ def test_http_mjpeg_live_source_counts_drops(model, tmp_path):
 
 def test_reconnects_after_server_restart(model, tmp_path):
     from dualkd_edge import Detector
-    from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.stream.capture.threads import RetryPolicy
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     server = MjpegServer(fps=20, max_seconds=2.0).start()  # each connection ends after 2 s
 
@@ -228,7 +228,7 @@ def test_sigint_stops_cleanly_with_summary(model, tmp_path):
 
 def test_sources_that_do_not_exist_are_clear_errors(model, tmp_path):
     assert_one_line_error(run_cli("infer", model, tmp_path / "missing.mp4"), "missing.mp4", "does not exist")
-    from dualkd_edge.testing.stream_servers import free_port
+    from support.stream_servers import free_port
 
     url = f"rtsp://admin:secret@127.0.0.1:{free_port()}/cam"
     proc = run_cli("infer", model, url, "--retries", "1")
@@ -244,7 +244,7 @@ def test_sources_that_do_not_exist_are_clear_errors(model, tmp_path):
 
 
 def test_redaction():
-    from dualkd_edge.stream.sources import redact
+    from dualkd_edge.stream.capture.sources import redact
 
     assert redact("rtsp://user:pw@10.0.0.5:554/s") == "rtsp://***@10.0.0.5:554/s"
     assert redact("http://cam.local/mjpg") == "http://cam.local/mjpg"

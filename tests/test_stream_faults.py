@@ -11,7 +11,7 @@ import cv2
 import pytest
 from helpers import assert_one_line_error, fill_disk, parts, run_cli, run_main
 
-from dualkd_edge.testing.stream_servers import MjpegServer, free_port, write_video
+from support.stream_servers import MjpegServer, free_port, write_video
 
 SECRETS = ["s3cr@t", "pa/ss", "a:b:c", "p%40ss", "hunter2"]
 
@@ -33,7 +33,7 @@ def _folder_of_parts(folder: Path, n: int) -> Path:
 
 
 def test_redact_hides_every_credential():
-    from dualkd_edge.stream.sources import redact, redact_url
+    from dualkd_edge.stream.capture.sources import redact, redact_url
 
     cases = {
         "rtsp://admin:s3cr@t@10.0.0.5:554/live": "rtsp://***@10.0.0.5:554/live",

@@ -71,8 +71,8 @@ def test_torch_stays_in_model_train_and_export():
 
 def test_runtime_modules_import_without_torch():
     proc = run_torchless("""
-        import dualkd_edge.artifacts, dualkd_edge.detector, dualkd_edge.stream.pipeline, dualkd_edge.comparison
-        import dualkd_edge.compile.quantize, dualkd_edge.compile.tensorrt_rules, dualkd_edge.compile.tensorrt_build
+        import dualkd_edge.artifacts, dualkd_edge.detector, dualkd_edge.stream.pipeline, dualkd_edge.evaluation.comparison
+        import dualkd_edge.compile.int8.quantize, dualkd_edge.compile.tensorrt.rules, dualkd_edge.compile.tensorrt.build
         import dualkd_edge.runtime.onnx_backend, dualkd_edge.bench.runner, dualkd_edge.cli
         print("ok")
     """)
@@ -82,7 +82,6 @@ def test_runtime_modules_import_without_torch():
 def test_the_artifact_table_recognises_each_kind_and_refuses_the_rest(trained_run, dynamic_onnx, tmp_path):
     from dualkd_edge.artifacts import ENGINE, KINDS, ONNX, RUN, LoadOptions, kind_of, read_metadata, update_threshold
     from dualkd_edge.artifacts.engines import write_sidecar
-    from dualkd_edge.artifacts.kinds import describe_kinds
     from dualkd_edge.errors import UserError
 
     engine = tmp_path / "m.plan"
@@ -91,7 +90,7 @@ def test_the_artifact_table_recognises_each_kind_and_refuses_the_rest(trained_ru
                            "metadata": read_metadata(dynamic_onnx).to_dict()})
     assert [kind_of(p) for p in (trained_run, dynamic_onnx, engine)] == [RUN, ONNX, ENGINE]
     assert {k.extra for k in KINDS} == {"train", None, "tensorrt"}
-    assert "sidecar" in describe_kinds() and ".plan" in describe_kinds()
+    assert ".plan" in ENGINE.suffixes and "sidecar" in ENGINE.description
     for path in (engine,):  # threshold updates go where each kind keeps its metadata
         assert update_threshold(path, 0.77) == read_metadata(dynamic_onnx).threshold
         assert read_metadata(path).threshold == 0.77
@@ -138,8 +137,8 @@ def test_a_sink_is_anything_with_write_and_close(dynamic_onnx, tmp_path):
 
     from dualkd_edge import Detector
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sinks import JsonlSink, Sink
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.outputs.sinks import JsonlSink, Sink
+    from dualkd_edge.stream.capture.sources import parse_source
 
     folder = tmp_path / "frames"
     folder.mkdir()

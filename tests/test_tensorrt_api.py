@@ -4,7 +4,7 @@
 PyPI's tensorrt-cu12-bindings wheels hold the bindings module alone; it links to libnvinfer,
 libnvonnxparser and libnvinfer_plugin, which come from NVIDIA's own index. Stand-in libraries that
 export the nine symbols the module resolves at import (compiled here) are enough to import it and
-read every class, enum and property per version. The table in `dualkd_edge/compile/tensorrt_api.py`
+read every class, enum and property per version. The table in `tests/support/tensorrt_api.py`
 lists what our code touches per path; this checks the table against the bindings and our code
 against the table."""
 
@@ -24,7 +24,7 @@ from helpers import REPO
 
 RELEASES = {"10.3": "10.3.0", "10.13": "10.13.3.9", "11.4": "11.4.0.106"}
 CACHE = Path(os.environ.get("DUALKD_TENSORRT_BINDINGS", REPO / ".ci" / "cache" / "tensorrt-bindings"))
-TENSORRT_SOURCES = [REPO / "dualkd_edge" / "compile" / "tensorrt_build.py",
+TENSORRT_SOURCES = [REPO / "dualkd_edge" / "compile" / "tensorrt" / "build.py",
                     REPO / "dualkd_edge" / "runtime" / "tensorrt_backend.py"]
 STUB_SYMBOLS = """
 void* createInferBuilder_INTERNAL(void* a, int b) { return 0; }
@@ -87,7 +87,7 @@ def bindings(tmp_path_factory) -> dict[str, dict]:
 def _in_bindings(binding: dict, code: str) -> str:
     script = "import sys, json\nimport tensorrt_bindings as trt\nsys.modules['tensorrt'] = trt\n" + code
     env = dict(os.environ, LD_LIBRARY_PATH=str(binding["libs"]),
-               PYTHONPATH=os.pathsep.join([str(binding["path"]), str(REPO)]))
+               PYTHONPATH=os.pathsep.join([str(binding["path"]), str(REPO), str(REPO / "tests")]))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -96,7 +96,7 @@ def _in_bindings(binding: dict, code: str) -> str:
 @pytest.mark.parametrize("release", list(RELEASES))
 def test_every_member_our_code_uses_exists_in_that_release(bindings, release):
     out = _in_bindings(bindings[release], f"""
-from dualkd_edge.compile.tensorrt_api import missing_members
+from support.tensorrt_api import missing_members
 print(json.dumps({{"version": trt.__version__, "missing": missing_members(trt, {release!r})}}))
 """)
     result = json.loads(out)
@@ -108,12 +108,12 @@ def test_weak_typing_and_dla_are_absent_where_we_do_not_use_them(bindings):
     """What made the old build code fail on 11: builder precision flags, calibrators and per-layer
     precision are gone there; our plan never takes that path on >= 10.12."""
     out = _in_bindings(bindings["11.4"], """
-from dualkd_edge.compile.tensorrt_api import WEAK_TYPING, resolve
+from support.tensorrt_api import WEAK_TYPING, resolve
 print(json.dumps([m for m in WEAK_TYPING if not resolve(trt, m)]))
 """)
     gone = set(json.loads(out))
     assert {"BuilderFlag.INT8", "BuilderFlag.FP16", "IInt8EntropyCalibrator2", "ILayer.precision"} <= gone
-    from dualkd_edge.compile.build_plan import weak_typing_available
+    from dualkd_edge.compile.tensorrt.plan import weak_typing_available
 
     assert not weak_typing_available("11.4.0.106") and not weak_typing_available("10.13.3.9")
     assert weak_typing_available("10.3.0")
@@ -133,7 +133,7 @@ print(json.dumps({"flags": flags, "uint8": str(np.dtype(trt.nptype(trt.DataType.
 
 def _used_members(path: Path) -> set[str]:
     """`trt.A.B` chains and members used on variables named after TensorRT classes."""
-    from dualkd_edge.compile.tensorrt_api import VARIABLE_CLASSES
+    from support.tensorrt_api import VARIABLE_CLASSES
 
     def chain(node: ast.AST) -> list[str] | None:
         parts = []
@@ -165,11 +165,11 @@ def _used_members(path: Path) -> set[str]:
 
 
 def test_our_tensorrt_code_touches_only_audited_members():
-    from dualkd_edge.compile.tensorrt_api import all_members
+    from support.tensorrt_api import all_members
 
     used = set().union(*(_used_members(p) for p in TENSORRT_SOURCES))
     assert "Builder.create_network" in used and "IExecutionContext.execute_async_v3" in used
-    assert used - all_members() == set(), "add these to dualkd_edge/compile/tensorrt_api.py (and its groups)"
+    assert used - all_members() == set(), "add these to tests/support/tensorrt_api.py (and its groups)"
     text = "".join(p.read_text() for p in TENSORRT_SOURCES)
     unused = [m for m in all_members() if m.split(".")[-1] not in text]
     assert unused == [], "listed in tensorrt_api.py but not used"

@@ -109,7 +109,7 @@ def _bad_graphs():
 
 @pytest.mark.parametrize("rule,node,model", _bad_graphs(), ids=[r for r, _, _ in _bad_graphs()])
 def test_check_refuses_each_known_bad_graph_naming_node_and_rule(rule, node, model):
-    from dualkd_edge.compile.tensorrt_rules import PROFILES, check_graph
+    from dualkd_edge.compile.tensorrt.rules import PROFILES, check_graph
 
     for version in VERSIONS:
         found = [v for v in check_graph(model, PROFILES[version]) if v.rule == rule]
@@ -119,7 +119,7 @@ def test_check_refuses_each_known_bad_graph_naming_node_and_rule(rule, node, mod
 
 
 def test_clean_hand_built_graphs_pass():
-    from dualkd_edge.compile.tensorrt_rules import PROFILES, check_graph
+    from dualkd_edge.compile.tensorrt.rules import PROFILES, check_graph
 
     for model in (_matmul_qdq(), _topk(3840)):
         for version in VERSIONS:
@@ -127,7 +127,7 @@ def test_clean_hand_built_graphs_pass():
 
 
 def test_dla_rules():
-    from dualkd_edge.compile.tensorrt_rules import PROFILES, check_graph
+    from dualkd_edge.compile.tensorrt.rules import PROFILES, check_graph
 
     dynamic_fp32 = _model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [_f("x", ["b", 4])], [_f("y", ["b", 4])])
     rules = {v.rule for v in check_graph(dynamic_fp32, PROFILES["10.3"], dla=True)}
@@ -157,9 +157,9 @@ def test_check_cli_lines_exit_codes_and_errors(tmp_path):
 @pytest.fixture(scope="module")
 def variants(trained_run, small_dataset, tmp_path_factory):
     """Every export variant we produce, and both INT8 targets."""
-    from dualkd_edge.calibration_images import sample_calibration_set
-    from dualkd_edge.compile.quantize import quantize_int8
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.quantize import quantize_int8
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     out = tmp_path_factory.mktemp("variants")
     calib = out / "calib"
@@ -182,7 +182,7 @@ def variants(trained_run, small_dataset, tmp_path_factory):
 
 @needs_torch
 def test_every_variant_we_write_for_tensorrt_passes_check_for_every_version(variants):
-    from dualkd_edge.compile.tensorrt_rules import check_versions
+    from dualkd_edge.compile.tensorrt.rules import check_versions
 
     for name, path in variants.items():
         if name == "int8-cpu":
@@ -193,7 +193,7 @@ def test_every_variant_we_write_for_tensorrt_passes_check_for_every_version(vari
 
 @needs_torch
 def test_cpu_target_is_refused_by_check(variants):
-    from dualkd_edge.compile.tensorrt_rules import PROFILES, check_graph
+    from dualkd_edge.compile.tensorrt.rules import PROFILES, check_graph
 
     rules = {v.rule for v in check_graph(onnx.load(str(variants["int8-cpu"])), PROFILES["10.3"])}
     assert "qdq-uint8" in rules
@@ -230,7 +230,7 @@ def test_tensorrt_int8_graph_follows_the_qdq_rules_and_runs_fp16_between(variant
 def test_fp16_int8_graph_scores_like_the_fp32_high_one(variants, small_dataset):
     """Lowering the unquantized layers to FP16 costs little next to INT8 itself."""
     from dualkd_edge import Detector
-    from dualkd_edge.comparison import comparison_images
+    from dualkd_edge.evaluation.comparison import comparison_images
 
     images, _ = comparison_images(small_dataset, 24)
     ref = Detector.load(variants["fp32"]).infer_raw(images)
@@ -245,7 +245,7 @@ def test_fp16_int8_graph_scores_like_the_fp32_high_one(variants, small_dataset):
 @needs_torch
 def test_compare_passes_a_run_against_its_export_and_catches_altered_weights(trained_run, variants, small_dataset,
                                                                               tmp_path):
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     proc = run_cli("compare", trained_run, variants["fp32"], variants["fp16"], "--images", small_dataset,
                    "--json", tmp_path / "c.json")
@@ -271,7 +271,7 @@ def test_compare_errors(tmp_path):
 
 
 def test_comparison_tolerances_by_precision_and_nonfinite_values():
-    from dualkd_edge.comparison import (
+    from dualkd_edge.evaluation.comparison import (
         FP16_TOLERANCE,
         Tolerance,
         compare_outputs,
@@ -310,7 +310,7 @@ def _meta(precision="fp32", target=None):
 def test_fp16_and_qdq_int8_are_strongly_typed_on_every_version(version, tmp_path):
     from pathlib import Path
 
-    from dualkd_edge.compile.build_plan import BuildOptions, plan_build
+    from dualkd_edge.compile.tensorrt.plan import BuildOptions, plan_build
 
     m = Path("m.onnx")
     plan = plan_build(_meta("fp32"), BuildOptions(precision="fp16"), version, 1, m)
@@ -329,7 +329,7 @@ def test_fp16_and_qdq_int8_are_strongly_typed_on_every_version(version, tmp_path
 def test_build_plan_refusals(tmp_path):
     from pathlib import Path
 
-    from dualkd_edge.compile.build_plan import BuildOptions, plan_build
+    from dualkd_edge.compile.tensorrt.plan import BuildOptions, plan_build
     from dualkd_edge.errors import UserError
 
     m = Path("m.onnx")
@@ -350,10 +350,10 @@ def test_build_plan_refusals(tmp_path):
 def test_trtexec_for_weak_int8_pins_the_scoring_and_names_a_content_keyed_cache(variants, small_dataset, tmp_path):
     import shutil
 
-    from dualkd_edge.compile.build_plan import calibration_cache_path
+    from dualkd_edge.compile.tensorrt.plan import calibration_cache_path
 
     calib = tmp_path / "calib"
-    from dualkd_edge.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
 
     sample_calibration_set([small_dataset], 8, calib)
     proc = run_cli("build", variants["fp32"], "--out", tmp_path / "m.engine", "--precision", "int8", "--calib", calib,
@@ -437,7 +437,7 @@ def test_failed_gate_keeps_the_deployed_model(variants, small_dataset, tmp_path)
 # -- accuracy-driven mixed precision ------------------------------------------------------------------
 
 def test_layer_groups_follow_the_three_networks(variants):
-    from dualkd_edge.compile.layer_groups import group_of, layer_groups
+    from dualkd_edge.compile.int8.layer_groups import group_of, layer_groups
 
     assert group_of("/model/teacher/blocks.3/attn/qkv/MatMul/MatMulAddFusion") == "teacher.blocks.3"
     assert group_of("/model/ee_student/blocks/blocks.1/mlp/fc1/MatMul") == "ee_student.blocks.1"
@@ -484,7 +484,7 @@ def test_mixed_precision_recovers_a_badly_calibrated_model(variants, small_datas
 
 @needs_torch
 def test_keep_float_by_name(variants, small_dataset, tmp_path):
-    from dualkd_edge.calibration_images import sample_calibration_set
+    from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
 
     calib = tmp_path / "calib"
     sample_calibration_set([small_dataset], 8, calib)
@@ -508,9 +508,9 @@ def test_smoothing_is_exact_in_float_and_reaches_every_layernorm_linear(variants
     import onnxruntime as ort
 
     from dualkd_edge.artifacts import read_metadata
-    from dualkd_edge.comparison import comparison_images
-    from dualkd_edge.compile.calibration_batches import CalibrationBatches
-    from dualkd_edge.compile.smoothing import channel_absmax, find_targets, smooth
+    from dualkd_edge.evaluation.comparison import comparison_images
+    from dualkd_edge.compile.int8.calibration_batches import CalibrationBatches
+    from dualkd_edge.compile.int8.smoothing import channel_absmax, find_targets, smooth
 
     model = onnx.load(str(variants["fp32"]))
     targets = find_targets(model)

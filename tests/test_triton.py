@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import REPO, assert_one_line_error, parts, run_cli
 
-from dualkd_edge.testing.stream_servers import free_port
+from support.stream_servers import free_port
 
 tritonclient = pytest.importorskip("tritonclient.grpc", reason="needs the [triton] extra (tritonclient)")
 
@@ -181,7 +181,7 @@ def _engine_with_sidecar(tmp_path: Path, onnx: Path, input_dtype: str = "float",
 def test_onnxruntime_and_tensorrt_configs_follow_tritons_schema(dynamic_onnx, tmp_path):
     from dualkd_edge.artifacts import read_metadata
     from dualkd_edge.metadata import ArtifactMetadata
-    from dualkd_edge.serving.triton_repository import parse_config
+    from support.config_files import parse_config
 
     proc = run_cli("triton", dynamic_onnx, "--out", tmp_path / "repo", "--name", "ort", "--max-batch", "4",
                    "--queue-delay-us", "500", "--instances", "2")

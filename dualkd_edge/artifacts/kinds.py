@@ -57,10 +57,6 @@ class ArtifactKind(ABC):
     @abstractmethod
     def open(self, path: Path, options: LoadOptions): ...
 
-    def row(self) -> list[str]:
-        return [self.name, ", ".join(self.suffixes) or "(directory)", self.description,
-                f"[{self.extra}]" if self.extra else "base"]
-
 
 class RunDirectory(ArtifactKind):
     name = "run"
@@ -237,11 +233,3 @@ def open_backend(path: str | Path, options: LoadOptions | None = None, **overrid
         if options.onnx is not None:
             raise UserError(f"--onnx: names the source of a TensorRT engine; {path} is not an engine")
     return kind.open(path, options)
-
-
-def describe_kinds() -> str:
-    """The table, for `dualkd-edge --help`-style listings and the README."""
-    from dualkd_edge.tables import text_table
-
-    return text_table(["kind", "suffixes", "what", "install"], [k.row() for k in KINDS])
-

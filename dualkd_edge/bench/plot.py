@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dualkd_edge.bench.report import speedup
+from dualkd_edge.bench.timing import speedup
 from dualkd_edge.errors import UserError
-from dualkd_edge.plotting import pyplot, save_figure
+from dualkd_edge.pictures.plotting import pyplot, save_figure
 
 PERCENTILES = (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"))
 

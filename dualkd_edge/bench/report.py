@@ -6,18 +6,11 @@ import csv
 import io
 from pathlib import Path
 
-from dualkd_edge.bench.timing import paired_speedup
-from dualkd_edge.tables import markdown_table, text_table
+from dualkd_edge.bench.timing import speedup
+from dualkd_edge.console.tables import markdown_table, text_table
 
 HEADERS = ["model", "backend", "batch", "mean ms", "std", "p50 ms", "p90", "p99 ms", "max", "p99/p50", "img/s",
            "speed-up", "pre ms/img", "post ms/img", "GFLOP/s"]
-
-
-def speedup(base_row: dict, row: dict) -> float:
-    """Paired over the timing rounds where both rows have them (bench/timing.py), else p50 ratio."""
-    if base_row.get("round_p50_ms") and row.get("round_p50_ms"):
-        return paired_speedup(base_row["round_p50_ms"], row["round_p50_ms"])
-    return base_row["latency_ms"]["p50_ms"] / row["latency_ms"]["p50_ms"]
 
 
 def table_rows(report: dict) -> list[list[object]]:
@@ -105,7 +98,7 @@ def write_reports(report: dict, json_out: Path | None, csv_out: Path | None, mar
     """Every report asked for; one that cannot be written is kept in the fallback folder and
     reported (outputs.ResultNotWritten) once the others are written."""
     from dualkd_edge.fileio import json_bytes
-    from dualkd_edge.outputs import ResultWrites, write_result
+    from dualkd_edge.output_paths import ResultWrites, write_result
 
     results = ResultWrites()
     for option, path, render in (("--json", json_out, lambda: json_bytes(report)),

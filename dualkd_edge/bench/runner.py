@@ -15,7 +15,7 @@ from dualkd_edge.artifacts import LoadOptions
 from dualkd_edge.bench.stats import LatencyStats
 from dualkd_edge.bench.timing import Contender, backend_contender, time_side_by_side
 from dualkd_edge.errors import UserError
-from dualkd_edge.stream.sources import redact
+from dualkd_edge.stream.capture.sources import redact
 
 if TYPE_CHECKING:
     from dualkd_edge.detector import Detector
@@ -151,7 +151,7 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
                 e2e[name] = end_to_end(det, opts)
             if opts.val:
                 from dualkd_edge.data.discovery import discover_all
-                from dualkd_edge.evaluation import evaluate
+                from dualkd_edge.evaluation.evaluate_splits import evaluate
 
                 accuracy[name] = evaluate(det, discover_all([opts.val]), progress=False).mean_row()
         servers = {name: det.backend.server_report() for name, det, _ in opened if hasattr(det.backend, "server_report")}
@@ -208,7 +208,7 @@ def end_to_end(detector, opts: BenchOptions) -> dict:
     """The whole `infer` pipeline on --source, against the model-only FPS at batch 1, timed right
     before and right after the stream so that both sides see the machine in the same state."""
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     specs = parse_source(opts.source)
     model_only = backend_contender(detector.backend, 1)

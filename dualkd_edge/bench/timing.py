@@ -117,3 +117,10 @@ def time_backend(backend: Backend, batch: int = 1, warmup: int = 10, iters: int 
     contender = backend_contender(backend, batch)
     time_side_by_side([contender], warmup, iters, min_time)
     return contender.stats()
+
+
+def speedup(base_row: dict, row: dict) -> float:
+    """Paired over the timing rounds where both rows have them (bench/timing.py), else p50 ratio."""
+    if base_row.get("round_p50_ms") and row.get("round_p50_ms"):
+        return paired_speedup(base_row["round_p50_ms"], row["round_p50_ms"])
+    return base_row["latency_ms"]["p50_ms"] / row["latency_ms"]["p50_ms"]

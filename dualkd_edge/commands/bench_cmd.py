@@ -34,10 +34,10 @@ def run_bench(models: list[Path], opts, outputs: BenchOutputs) -> dict:
     """`opts`: bench.runner.BenchOptions."""
     from dualkd_edge.bench.report import to_text, write_reports
     from dualkd_edge.bench.runner import bench_models
-    from dualkd_edge.outputs import check_outputs
+    from dualkd_edge.output_paths import check_outputs
 
     if outputs.plot is not None:
-        from dualkd_edge.plotting import check_plot_request
+        from dualkd_edge.pictures.plotting import check_plot_request
 
         check_plot_request("--plot", outputs.plot)
     check_outputs(files={"--json": outputs.json, "--csv": outputs.csv, "--markdown": outputs.markdown,

@@ -14,7 +14,7 @@ REPRESENTATIVE_VERSIONS = {"TensorRT < 10.12 (JetPack 6: 10.3)": "10.3.0", "Tens
 def run_build(model: Path, out: Path, opts, print_trtexec: bool) -> int:
     """Exit code: 0, or 1 when the engine disagreed with its ONNX (it is then set aside)."""
     from dualkd_edge.artifacts.onnx_files import load_onnx_model, onnx_metadata
-    from dualkd_edge.compile.tensorrt_build import build_engine
+    from dualkd_edge.compile.tensorrt.build import build_engine
 
     opts.validate()
     if not model.is_file():
@@ -26,7 +26,7 @@ def run_build(model: Path, out: Path, opts, print_trtexec: bool) -> int:
     if opts.calib is not None and not opts.calib.is_dir():
         raise UserError(f"--calib: not a folder: {opts.calib}")
     from dualkd_edge.artifacts.engines import sidecar_path
-    from dualkd_edge.outputs import check_outputs
+    from dualkd_edge.output_paths import check_outputs
 
     rejected = out.with_name(f"{out.stem}.rejected{out.suffix}")
     # The timing and calibration caches are read and written: they may not be the model either.
@@ -58,14 +58,14 @@ def trtexec_lines(model: Path, out: Path, opts, proto, meta, version: str) -> st
     """The trtexec command for this TensorRT version, with what trtexec cannot do said next to it."""
     import copy
 
-    from dualkd_edge.compile.build_plan import (
+    from dualkd_edge.compile.tensorrt.plan import (
         calibration_cache_path,
         input_shapes,
         pinned_fp32_nodes,
         plan_build,
         trtexec_command,
     )
-    from dualkd_edge.compile.tensorrt_build import static_batch_of
+    from dualkd_edge.compile.tensorrt.build import static_batch_of
 
     opts = copy.copy(opts)
     try:

@@ -59,10 +59,10 @@ def run_calibrate(req: CalibrateRequest) -> int:
     from dualkd_edge.decision.commissioning import CommissioningFrames, fit_station_calibration
     from dualkd_edge.detector import Detector
     from dualkd_edge.metadata import TRAINING_CALIBRATION
-    from dualkd_edge.outputs import check_outputs
-    from dualkd_edge.stream.capture import RetryPolicy
+    from dualkd_edge.output_paths import check_outputs
+    from dualkd_edge.stream.capture.threads import RetryPolicy
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     req.validate()
     kind_of(req.model)

@@ -8,7 +8,7 @@ from dualkd_edge.errors import UserError
 
 
 def versions_to_check(tensorrt: str) -> list[str]:
-    from dualkd_edge.compile.tensorrt_rules import PROFILES, profile_for_version
+    from dualkd_edge.compile.tensorrt.rules import PROFILES, profile_for_version
 
     if tensorrt == "all":
         return list(PROFILES)
@@ -25,7 +25,7 @@ def versions_to_check(tensorrt: str) -> list[str]:
 def run_check(model: Path, tensorrt: str, dla: bool) -> int:
     """Prints one line per violation and returns 1; prints nothing and returns 0 when clean."""
     from dualkd_edge.artifacts.onnx_files import load_onnx_model
-    from dualkd_edge.compile.tensorrt_rules import check_versions
+    from dualkd_edge.compile.tensorrt.rules import check_versions
 
     versions = versions_to_check(tensorrt)
     if not model.is_file():

@@ -13,7 +13,7 @@ def run_compare(models: list[Path], images: Path, atol: float | None = None, max
                 providers=None, device: str = "auto", onnx: Path | None = None, cuda_graph: bool = False) -> int:
     """Exit code 0 when every candidate agrees with the first model within its tolerances, else 1."""
     from dualkd_edge.artifacts import ENGINE_SUFFIXES
-    from dualkd_edge.comparison import (
+    from dualkd_edge.evaluation.comparison import (
         Tolerance,
         artifact_precision,
         compare_detectors,
@@ -33,7 +33,7 @@ def run_compare(models: list[Path], images: Path, atol: float | None = None, max
         raise UserError(f"--max-disagree: expected a share in [0, 1], got {max_disagree}")
     if max_images < 1:
         raise UserError(f"--max-images: must be >= 1, got {max_images}")
-    from dualkd_edge.outputs import check_outputs, write_result
+    from dualkd_edge.output_paths import check_outputs, write_result
 
     check_outputs(files={"--json": json_out}, inputs={"MODEL": models, "--images": images})
     pictures, labels = comparison_images(images, max_images)

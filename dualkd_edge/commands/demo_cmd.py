@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dualkd_edge.errors import UserError
 from dualkd_edge.metadata import NOT_PRETRAINED_LABEL
-from dualkd_edge.tables import text_table
+from dualkd_edge.console.tables import text_table
 
 log = logging.getLogger("dualkd_edge")
 
@@ -21,7 +21,7 @@ COMMISSION_FRAMES = 320  # a 1% budget at 95% confidence needs 299 good frames a
 
 def prepare_out(out: Path) -> None:
     """The demo owns its folder: reuse one it made before, refuse to clobber anything else."""
-    from dualkd_edge.outputs import check_outputs
+    from dualkd_edge.output_paths import check_outputs
 
     check_outputs(folders={"--out": out})
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
@@ -36,7 +36,7 @@ def run(out: Path, max_time: float, steps: int, seed: int) -> dict:
     from dualkd_edge.data.discovery import discover_all
     from dualkd_edge.data.synth import generate_dataset
     from dualkd_edge.detector import Detector
-    from dualkd_edge.evaluation import evaluate
+    from dualkd_edge.evaluation.evaluate_splits import evaluate
     from dualkd_edge.recipes import train_once
 
     t_start = time.perf_counter()
@@ -80,7 +80,7 @@ def commission_and_stream(out: Path):
     from dualkd_edge.detector import Detector
     from dualkd_edge.fileio import write_json_atomic
     from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
     commissioning = write_line_video(out / "commission.mp4", n=COMMISSION_FRAMES, seed=90_000, defects=False)
     print(f"[6/6] commissioning the station: `dualkd-edge calibrate model.onnx {commissioning.name} --frames "
@@ -118,7 +118,7 @@ def export_and_quantize(out: Path, data: Path) -> dict:
 
     from dualkd_edge.artifacts import open_backend
     from dualkd_edge.bench.timing import backend_contender, time_side_by_side
-    from dualkd_edge.compile.accuracy_gate import accuracy_gate
+    from dualkd_edge.compile.int8.accuracy_gate import accuracy_gate
     from dualkd_edge.recipes import deploy
 
     from dualkd_edge.commands.export_cmd import QuantizeRequest, run_quantize

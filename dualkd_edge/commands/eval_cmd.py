@@ -13,13 +13,13 @@ from dualkd_edge.artifacts import LoadOptions
 from dualkd_edge.data.discovery import Category, discover_all
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
-from dualkd_edge.evaluation import EvalReport, evaluate
+from dualkd_edge.evaluation.evaluate_splits import EvalReport, evaluate
 from dualkd_edge.fileio import json_bytes
-from dualkd_edge.outputs import ResultWrites, check_outputs, not_written, write_result
-from dualkd_edge.tables import markdown_table, text_table
+from dualkd_edge.output_paths import ResultWrites, check_outputs, not_written, write_result
+from dualkd_edge.console.tables import markdown_table, text_table
 
 if TYPE_CHECKING:
-    from dualkd_edge.overlay import OverlayPainter
+    from dualkd_edge.pictures.overlay import OverlayPainter
 
 log = logging.getLogger("dualkd_edge")
 
@@ -137,7 +137,7 @@ class EvalRequest:
         if self.tune and len(self.models) != 1:
             raise UserError("--tune-threshold: give exactly one MODEL")
         if self.plot is not None:
-            from dualkd_edge.plotting import check_plot_request
+            from dualkd_edge.pictures.plotting import check_plot_request
 
             check_plot_request("--plot", self.plot)
         self.check_outputs()
@@ -159,7 +159,7 @@ def evaluate_model(req: EvalRequest, model_path: Path, categories: list[Category
     with Detector.load(model_path, options=req.load.for_path(model_path)) as det:
         painter = None
         if req.overlays is not None:
-            from dualkd_edge.overlay import OverlayPainter
+            from dualkd_edge.pictures.overlay import OverlayPainter
 
             painter = OverlayPainter.for_model(det.meta, str(model_path), det.threshold)
             if req.save_masks:
@@ -196,7 +196,7 @@ def write_outputs(req: EvalRequest, reports: list[EvalReport], results: ResultWr
         if path is not None:
             results.run(lambda option=option, path=path, content=content: write_result(path, content(), option))
     if req.plot:
-        from dualkd_edge.eval_plot import plot_eval
+        from dualkd_edge.evaluation.plot import plot_eval
 
         def plot() -> None:
             plot_eval(reports, req.plot)
@@ -206,7 +206,7 @@ def write_outputs(req: EvalRequest, reports: list[EvalReport], results: ResultWr
 
 
 def run(req: EvalRequest) -> list[EvalReport]:
-    from dualkd_edge.thresholds import tune_threshold
+    from dualkd_edge.evaluation.thresholds import tune_threshold
 
     req.validate()
     categories = load_categories(req.data, req.normal_classes)

@@ -9,8 +9,8 @@ from dualkd_edge.errors import UserError
 
 
 def run_export(run_dir: Path, out: Path, opts) -> None:
-    from dualkd_edge.export.onnx_export import export_onnx, format_differences
-    from dualkd_edge.outputs import check_outputs, writing
+    from dualkd_edge.trace.onnx_export import export_onnx, format_differences
+    from dualkd_edge.output_paths import check_outputs, writing
 
     if out.suffix.lower() != ".onnx":
         raise UserError(f"--out: expected a .onnx file name, got {out}")
@@ -54,7 +54,7 @@ class QuantizeRequest:
             raise UserError(f"--max-disagree: expected a share in [0, 1], got {self.max_disagree}")
         if self.val is None and (self.method == "auto" or self.keep_float == "auto"):
             raise UserError("--method auto / --keep-float auto choose by accuracy: give labelled data with --val DATA")
-        from dualkd_edge.outputs import check_outputs
+        from dualkd_edge.output_paths import check_outputs
 
         # A rejected candidate goes beside --out: neither may land on an input.
         check_outputs(files={"--out": self.out, "--out (a rejected candidate)": self.rejected},
@@ -79,7 +79,7 @@ def run_quantize(req: QuantizeRequest) -> int:
     `<stem>.rejected.onnx` and whatever was at `out` stays as it was."""
     import tempfile
 
-    from dualkd_edge.compile.quantize import QuantizationSession, QuantizeOptions
+    from dualkd_edge.compile.int8.quantize import QuantizationSession, QuantizeOptions
     from dualkd_edge.fileio import staging_path
 
     req.validate()
@@ -111,9 +111,9 @@ def run_quantize(req: QuantizeRequest) -> int:
 
 def _quantize_ungated(req: QuantizeRequest, session, candidate: Path) -> bool:
     from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
-    from dualkd_edge.outputs import writing
-    from dualkd_edge.compile.accuracy_gate import agreement_on_images
-    from dualkd_edge.compile.layer_groups import resolve_group_names
+    from dualkd_edge.output_paths import writing
+    from dualkd_edge.compile.int8.accuracy_gate import agreement_on_images
+    from dualkd_edge.compile.int8.layer_groups import resolve_group_names
 
     mode = req.keep_float_mode
     kept = set() if mode == "none" else resolve_group_names(session.pre_proto, mode.split(","))
@@ -127,10 +127,10 @@ def _quantize_ungated(req: QuantizeRequest, session, candidate: Path) -> bool:
 
 def _quantize_with_gate(req: QuantizeRequest, session, candidate: Path) -> bool:
     from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
-    from dualkd_edge.outputs import writing
-    from dualkd_edge.comparison import INT8_MAX_DISAGREE
-    from dualkd_edge.compile.layer_groups import resolve_group_names
-    from dualkd_edge.compile.mixed_precision import MixedPrecisionSearch
+    from dualkd_edge.output_paths import writing
+    from dualkd_edge.evaluation.comparison import INT8_MAX_DISAGREE
+    from dualkd_edge.compile.int8.layer_groups import resolve_group_names
+    from dualkd_edge.compile.int8.mixed_precision import MixedPrecisionSearch
     from dualkd_edge.data.discovery import discover_all
 
     max_disagree = INT8_MAX_DISAGREE if req.max_disagree is None else req.max_disagree
@@ -184,7 +184,7 @@ def report_tensorrt_check(path: Path, shown_as: Path) -> None:
     """Warn (not fail) when a graph meant for TensorRT breaks one of its rules: the file is still
     right for ONNX Runtime, and `build` refuses it with the same lines."""
     from dualkd_edge.artifacts.onnx_files import load_onnx_model
-    from dualkd_edge.compile.tensorrt_rules import PROFILES, check_versions
+    from dualkd_edge.compile.tensorrt.rules import PROFILES, check_versions
 
     lines = check_versions(load_onnx_model(path), list(PROFILES))
     for line in lines:

@@ -34,12 +34,12 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     error) when an output failed: the run then stops, and says what it kept. `model`: a Path, or a
     Triton endpoint; `line`: LineOptions (MQTT, Modbus, webhook, dashboard)."""
     from dualkd_edge.fileio import json_bytes
-    from dualkd_edge.outputs import ResultNotWritten, check_outputs, write_result
-    from dualkd_edge.stream.line_outputs import LineOptions
+    from dualkd_edge.output_paths import ResultNotWritten, check_outputs, write_result
+    from dualkd_edge.stream.outputs.line import LineOptions
     from dualkd_edge.stream.pipeline import StreamRunner
-    from dualkd_edge.stream.sources import parse_source
+    from dualkd_edge.stream.capture.sources import parse_source
 
-    from dualkd_edge.stream.credentials import warn_source_credentials
+    from dualkd_edge.stream.outputs.credentials import warn_source_credentials
 
     line = line or LineOptions()
     opts.validate()
@@ -91,7 +91,7 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
 def start_runner(det, specs, opts, line):
     """The stream runner with the file sinks and the line-side ones (closed again if it cannot start)."""
     from dualkd_edge.stream.pipeline import StreamRunner
-    from dualkd_edge.stream.sinks import new_run_id
+    from dualkd_edge.stream.outputs.sinks import new_run_id
 
     run_id = new_run_id()
     line_sinks = line.open_sinks(det.name, det.threshold)

@@ -31,7 +31,7 @@ def artifact_info(model: Path) -> dict:
 
 def format_info(info: dict) -> str:
     from dualkd_edge.decision.history import format_history
-    from dualkd_edge.tables import text_table
+    from dualkd_edge.console.tables import text_table
 
     spec = info["input"]
     geometry = (f"resize {spec['resize']} -> crop {spec['crop']}" if spec.get("crop") else

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dualkd_edge.presets import PRESETS
-from dualkd_edge.tables import text_table
+from dualkd_edge.console.tables import text_table
 
 
 def run() -> str:

@@ -16,7 +16,7 @@ def run_triton(model: Path, repo: Path, opts) -> Path:
     if written.backend == "python":
         print(f"serve it here: dualkd-edge serve {repo}   (pip install 'dualkd-edge[serve]')")
     print(f"on a GPU server: docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -v {Path(repo).resolve()}:/models "
-          "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models   (README: Scaling out)")
+          "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models   (docs/scaling.md)")
     print(f"clients: dualkd-edge infer --triton HOST:8001/{opts.name} SOURCE ...")
     return folder
 

@@ -41,7 +41,8 @@ def _launch(cfg: TrainConfig):
 
     from dualkd_edge.artifacts.run_dirs import read_run_metadata
     from dualkd_edge.errors import UserError
-    from dualkd_edge.train.distributed import context_from_env, launch
+    from dualkd_edge.train.distributed import context_from_env
+    from dualkd_edge.train.launch import launch
     from dualkd_edge.train.loop import planned_run
 
     if context_from_env().active:

@@ -11,11 +11,11 @@ import numpy as np
 from dualkd_edge.decision.budget import BudgetThreshold, budget_threshold
 from dualkd_edge.decision.drift import score_quantiles
 from dualkd_edge.decision.history import utc_now
-from dualkd_edge.map_scale import MapHistogram
+from dualkd_edge.pictures.map_scale import MapHistogram
 from dualkd_edge.metadata import BranchCalibration, Calibration, NamedCalibration
 from dualkd_edge.scoring import noisy_or_logit, robust_sigma
 from dualkd_edge.stream.results import FrameResult
-from dualkd_edge.stream.sinks import Sink
+from dualkd_edge.stream.outputs.sinks import Sink
 
 MAP_BINS = 4096  # per-frame anomaly-map histograms (16 KiB each): frames set aside can be left out
 OUTLIER_Z = 5.0  # robust z-score (median / MAD) beyond which a commissioning frame is set aside: normal

@@ -16,7 +16,7 @@ minority of defective parts cannot move far:
 With the defaults (blocks of 50 frames, k_up 0.8, k_down 0.2, limit 0.5) a lamp that makes every
 normal part score above the calibration's (m near 1) fires after 3 blocks (150 frames); m = 0.9
 fires after 5 blocks. The false-alarm rate on long normal runs is measured by
-benchmarks/drift_false_alarms.py (README of benchmarks/).
+benchmarks/line_decisions.py (results in benchmarks/results/line-decisions-cpu-2core.md).
 """
 
 from __future__ import annotations

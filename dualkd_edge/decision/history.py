@@ -7,7 +7,7 @@ import getpass
 import socket
 import time
 
-from dualkd_edge import __version__
+from dualkd_edge.version import __version__
 
 
 def utc_now() -> str:

@@ -26,7 +26,7 @@ class ReviewApi:
     def __init__(self, store: ReviewStore, stats: ReviewStats) -> None:
         self.store = store
         self.stats = stats
-        self.page = resources.files("dualkd_edge.stream").joinpath("review.html").read_bytes()
+        self.page = resources.files("dualkd_edge.stream.dashboard").joinpath("review.html").read_bytes()
 
     def handles(self, path: str) -> bool:
         return path == "/review" or path == "/api/review" or path.startswith("/api/review/")

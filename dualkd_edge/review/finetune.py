@@ -33,7 +33,7 @@ def export_like(run_dir: Path, model: Path, meta, out: Path) -> Path:
     if kind != "onnx":
         raise UserError(f"MODEL: {model} is a TensorRT engine: improve the ONNX it was built from, then "
                         "`dualkd-edge build` the result on the device")
-    from dualkd_edge.export.onnx_export import ExportOptions, export_onnx
+    from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
 
     batch = "dynamic" if meta.input.batch == "dynamic" else str(meta.input.batch)
     opts = ExportOptions(batch=batch, input_dtype=meta.input.dtype, opset=int(meta.export.get("opset", 17)),

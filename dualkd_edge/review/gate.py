@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dualkd_edge.review.store import ReviewStore
+from dualkd_edge.review.store import ReviewStore, images_of
 
 
 @dataclass
@@ -29,8 +29,7 @@ def rates(detector, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def held_out_metrics(detector, store: ReviewStore, answers) -> dict[str, float | None]:
-    from dualkd_edge import metrics
-    from dualkd_edge.review.improve import images_of
+    from dualkd_edge.evaluation import metrics
 
     good_ng, good_logit = rates(detector, images_of(store, answers.held_good))
     bad_ng, bad_logit = rates(detector, images_of(store, answers.held_defect))
@@ -44,7 +43,7 @@ def held_out_metrics(detector, store: ReviewStore, answers) -> dict[str, float |
 
 def test_split_metrics(detector, data: Path) -> dict[str, float | None]:
     from dualkd_edge.data.discovery import discover_all
-    from dualkd_edge.evaluation import evaluate
+    from dualkd_edge.evaluation.evaluate_splits import evaluate
 
     report = evaluate(detector, discover_all([data]), progress=False)
     labels = np.array([r.label for r in report.records])
@@ -81,7 +80,7 @@ def compare(req, store: ReviewStore, answers, candidate: Path) -> SideBySide:
 
 
 def format_verdict(verdict: SideBySide) -> str:
-    from dualkd_edge.tables import text_table
+    from dualkd_edge.console.tables import text_table
 
     rows = [[r["set"], r["metric"], r["old"], r["new"],
              None if r["old"] is None or r["new"] is None else r["new"] - r["old"]] for r in verdict.rows]

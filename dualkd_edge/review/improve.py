@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dualkd_edge.errors import UserError
-from dualkd_edge.review.store import ReviewStore
+from dualkd_edge.review.store import ReviewStore, images_of
 
 log = logging.getLogger("dualkd_edge")
 
@@ -85,13 +85,6 @@ def review_set(store: ReviewStore) -> ReviewSet:
         raise UserError(f"--review: {good} frame(s) answered 'good part' in {store.folder}; improve needs at least "
                         f"{MIN_GOOD} ({max(1, MIN_GOOD - good)} more), some to learn from and some to judge with")
     return out
-
-
-def images_of(store: ReviewStore, records: list[dict]) -> list[np.ndarray]:
-    from dualkd_edge.fileio import read_image
-
-    images = [read_image(store.item_path(r["id"], ".jpg")) for r in records]
-    return [img for img in images if img is not None]
 
 
 def run(req: ImproveRequest) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dualkd_edge.review.stats import ReviewStats
 from dualkd_edge.review.store import ReviewStore
-from dualkd_edge.stream.delivery import QueuedSink
+from dualkd_edge.stream.outputs.delivery import QueuedSink
 from dualkd_edge.stream.results import FrameResult
 
 
@@ -44,7 +44,7 @@ class ReviewSink(QueuedSink):
         return {"record": record, "result": result}
 
     def deliver(self, item: dict) -> bool:
-        from dualkd_edge.stream.dashboard import encode_jpeg
+        from dualkd_edge.stream.dashboard.server import encode_jpeg
 
         result: FrameResult = item["result"]
         self.store.add(item["record"], encode_jpeg(result.frame.image, 1280, 90), encode_jpeg(result.overlay(), 1280, 85))

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from dualkd_edge.decision.history import utc_now
 from dualkd_edge.errors import UserError
 from dualkd_edge.fileio import locked, write_json_atomic
@@ -143,3 +145,10 @@ class ReviewStore:
         """Unanswered items, oldest first."""
         answered = self.answers()
         return [r for r in self.records() if r["id"] not in answered][:limit]
+
+
+def images_of(store: ReviewStore, records: list[dict]) -> list[np.ndarray]:
+    from dualkd_edge.fileio import read_image
+
+    images = [read_image(store.item_path(r["id"], ".jpg")) for r in records]
+    return [img for img in images if img is not None]

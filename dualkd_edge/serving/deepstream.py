@@ -223,14 +223,3 @@ def write_deepstream(model_path: Path, out: Path, opts: DeepStreamOptions) -> li
         "model_input": {"height": meta.input.height, "width": meta.input.width},
         "sources": opts.sources, "nvinfer_config": NVINFER_FILE, "tool_version": meta.tool_version})
     return [out / f for f in (GRAPH_FILE, NVINFER_FILE, APP_FILE, PROBE_FILE, META_FILE)]
-
-
-def read_ini(path: Path):
-    """DeepStream's key files are INI (GLib key files): configparser reads them; a key it cannot
-    read, or a section twice, is an error here as it is in GLib."""
-    import configparser
-
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
-    parser.optionxform = str  # keys are case-sensitive there
-    parser.read_string(Path(path).read_text(), str(path))
-    return parser

@@ -230,16 +230,3 @@ def write_triton_repository(model_path: Path, repo: Path, opts: TritonRepoOption
         (version / stale).unlink(missing_ok=True)
     write_bytes_atomic(folder / "config.pbtxt", config.encode())
     return WrittenModel(folder, backend, tuple(sorted(written)))
-
-
-def parse_config(text: str):
-    """config.pbtxt -> Triton's ModelConfig protobuf (tritonclient's copy of the schema); a field
-    Triton does not know is an error here as it is in the server."""
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        from dualkd_edge.errors import MissingDependencyError
-
-        raise MissingDependencyError("tritonclient is not installed: pip install 'dualkd-edge[triton]'") from None
-    return text_format.Parse(text, model_config_pb2.ModelConfig())

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -100,7 +99,7 @@ def server_environment() -> dict[str, str]:
 def warn_if_exposed(host: str) -> None:
     """Triton's HTTP/gRPC APIs have no authentication: model control, shared-memory registration and
     repository endpoints answer anyone who can connect; and the wheel's tritonserver is 2.51."""
-    from dualkd_edge.stream.http_guard import is_loopback
+    from dualkd_edge.stream.dashboard.http_guard import is_loopback
 
     if not is_loopback(host):
         log.warning("serve --host %s: Triton's HTTP and gRPC APIs have no authentication (inference, shared-memory "
@@ -171,9 +170,3 @@ def wait_until_ready(url: str, model: str, timeout: float = 60.0, process: subpr
     finally:
         client.close()
     raise UserError(f"{url}: model {model} not ready after {timeout:.0f} s")
-
-
-def executable_in(env: Path, name: str) -> str | None:
-    """`name` in a virtual environment's bin (for tests and benchmarks that serve from another env)."""
-    path = Path(env) / "bin" / name
-    return str(path) if path.is_file() else shutil.which(name, path=str(Path(env) / "bin"))

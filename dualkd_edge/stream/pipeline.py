@@ -16,10 +16,10 @@ from dualkd_edge.decision.calibrations import ActiveCalibration
 from dualkd_edge.decision.drift import DriftMonitor, DriftSettings
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
-from dualkd_edge.outputs import describe_os_error
-from dualkd_edge.stream.capture import CaptureWorker, Frame, RetryPolicy, prepare_source
+from dualkd_edge.output_paths import describe_os_error
+from dualkd_edge.stream.capture.threads import CaptureWorker, Frame, RetryPolicy, prepare_source
 from dualkd_edge.stream.results import FrameResult
-from dualkd_edge.stream.sinks import (
+from dualkd_edge.stream.outputs.sinks import (
     ImageSink,
     JsonlSink,
     Sink,
@@ -27,7 +27,7 @@ from dualkd_edge.stream.sinks import (
     WindowSink,
     new_run_id,
 )
-from dualkd_edge.stream.sources import SourceSpec
+from dualkd_edge.stream.capture.sources import SourceSpec
 from dualkd_edge.stream.summary import STAGES, StageLatencies, StreamSummary
 
 log = logging.getLogger("dualkd_edge")
@@ -169,7 +169,7 @@ class StreamRunner:
         """The overlay painter of a calibration: its normal anomaly-map range and threshold."""
         from dataclasses import replace
 
-        from dualkd_edge.overlay import OverlayPainter
+        from dualkd_edge.pictures.overlay import OverlayPainter
 
         key = (id(detector), cal.name, cal.threshold)
         if key not in self._painters:

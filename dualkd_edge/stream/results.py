@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dualkd_edge.detector import Prediction
-from dualkd_edge.stream.capture import Frame
+from dualkd_edge.stream.capture.threads import Frame
 
 
 @dataclass

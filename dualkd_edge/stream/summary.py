@@ -6,8 +6,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from dualkd_edge.bench.stats import latency_stats
-from dualkd_edge.stream.capture import SourceStats
-from dualkd_edge.tables import text_table
+from dualkd_edge.stream.capture.threads import SourceStats
+from dualkd_edge.console.tables import text_table
 
 # output: drawing and writing overlays and records (sinks); e2e also holds the queue wait.
 STAGES = ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "output_ms", "e2e_ms")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dualkd_edge.map_scale import MapHistogram
+from dualkd_edge.pictures.map_scale import MapHistogram
 from dualkd_edge.metadata import BranchCalibration, Calibration
 from dualkd_edge.model.dual_student import DualStudentModel, NoisyOrScoring
 from dualkd_edge.preprocess import normalize_nhwc_bgr

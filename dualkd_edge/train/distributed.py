@@ -1,7 +1,7 @@
 """Data-parallel training over several processes (PyTorch DistributedDataParallel): one process per
 GPU with NCCL, or N CPU processes with gloo.
 
-`dualkd-edge train ... --nproc N` starts the N processes itself (`launch`); `torchrun
+`dualkd-edge train ... --nproc N` starts the N processes itself (launch.py); `torchrun
 --nproc-per-node N -m dualkd_edge.train ...` starts them from outside (RANK / WORLD_SIZE /
 LOCAL_RANK in the environment). Either way each step's global batch (drawn from (seed, step) as
 in one process) is cut into N equal contiguous shards, one per rank; DDP averages the gradients,
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,46 +119,3 @@ def barrier() -> None:
 def leave_group(created: bool) -> None:
     if created and dist.is_initialized():
         dist.destroy_process_group()
-
-
-# -- `train --nproc N`: start the processes ----------------------------------------------------
-def _worker(rank: int, cfg, world: int, port: int, threads: int) -> None:
-    logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s: [rank {rank}] %(message)s")
-    logging.getLogger("dualkd_edge").setLevel(logging.INFO)  # Trainer quiets the other ranks
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(threads)
-    from dualkd_edge.train.loop import train
-
-    try:
-        train(cfg)
-    except UserError as exc:  # crosses the process boundary as text; the parent re-raises it
-        raise RuntimeError(f"UserError: {exc}") from None
-
-
-def launch(cfg) -> None:
-    """Run `train(cfg)` in cfg.nproc processes on this machine and wait for them."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:  # a free port for the group's rendezvous on this machine
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    try:
-        pickle.dumps(cfg)
-    except Exception as exc:  # noqa: BLE001 - anything that cannot be sent to the workers
-        raise UserError(f"--nproc: the training configuration cannot be sent to worker processes ({exc})") from None
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and cfg.nproc > torch.cuda.device_count():
-        raise UserError(f"--nproc {cfg.nproc}: only {torch.cuda.device_count()} GPU(s) here (one process per GPU)")
-    threads = max(1, (os.cpu_count() or 1) // cfg.nproc) if device == "cpu" else 1
-    try:
-        mp.start_processes(_worker, args=(cfg, cfg.nproc, port, threads), nprocs=cfg.nproc,
-                           start_method="spawn", join=True)
-    except mp.ProcessRaisedException as exc:
-        text = str(exc).strip().splitlines()
-        user = [line for line in text if line.startswith("RuntimeError: UserError: ")]
-        if user:
-            raise UserError(user[-1].removeprefix("RuntimeError: UserError: ")) from None
-        raise RuntimeError(f"a training process failed:\n{exc}") from None

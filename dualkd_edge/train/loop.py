@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dualkd_edge import __version__
+from dualkd_edge.version import __version__
 from dualkd_edge.errors import UserError
 from dualkd_edge.metadata import (
     ArtifactMetadata,
@@ -31,7 +31,7 @@ from dualkd_edge.model.dual_student import DualStudentModel
 from dualkd_edge.model.weights import load_teacher_weights
 from dualkd_edge.preprocess import normalize_nhwc_bgr
 from dualkd_edge.presets import Preset, get_preset
-from dualkd_edge.progress import Progress
+from dualkd_edge.console.progress import Progress
 from dualkd_edge.runtime.torch_backend import resolve_device
 from dualkd_edge.train.calibrate import calibrate, teacher_class_token_mean
 from dualkd_edge.train.distributed import (
@@ -78,7 +78,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int | None = None  # None: 10% of steps, at most 100
     grad_clip: float = 0.1
-    # Class-token student: a ViT from scratch, our recipe (README, method section).
+    # Class-token student: a ViT from scratch, our recipe (docs/method.md).
     ee_lr: float = 5e-4
     ee_weight_decay: float = 0.05
     ee_warmup_steps: int | None = None  # None: 10% of steps, at most 1000
@@ -204,7 +204,7 @@ class Trainer:
     the loop, calibration and checkpoints."""
 
     def __init__(self, cfg: TrainConfig) -> None:
-        from dualkd_edge.outputs import check_outputs
+        from dualkd_edge.output_paths import check_outputs
 
         cfg.validate()
         self.cfg = cfg
@@ -369,7 +369,7 @@ class Trainer:
     def _intermediate_checkpoint(self, step: int, calibration: Calibration, seconds: float) -> None:
         """A checkpoint that cannot be written (disk full for a while) does not end the run: the
         final save tries again and keeps the result elsewhere if it must."""
-        from dualkd_edge.outputs import describe_os_error
+        from dualkd_edge.output_paths import describe_os_error
 
         try:
             _checkpoint(self.out, self.model, self.optimizer, step, self.metadata(calibration, step, False, seconds))
@@ -379,7 +379,7 @@ class Trainer:
     def _save(self, step: int, meta: ArtifactMetadata) -> None:
         """The run as it ends; where --out cannot take it any more, it is kept in the fallback
         folder and the error says where (minutes of training are not thrown away)."""
-        from dualkd_edge.outputs import keep_elsewhere, not_written
+        from dualkd_edge.output_paths import keep_elsewhere, not_written
 
         try:
             _checkpoint(self.out, self.model, self.optimizer, step, meta)

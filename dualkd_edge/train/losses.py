@@ -1,4 +1,4 @@
-"""Distillation losses and the Noisy-OR training objective (README, method section)."""
+"""Distillation losses and the Noisy-OR training objective (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Optimiser, learning-rate schedules and gradient clipping of the two students (README, method).
+"""Optimiser, learning-rate schedules and gradient clipping of the two students (docs/method.md).
 
 One StableAdamW (torch-optimi) with a parameter group per student, each with its own recipe:
 the Encoder-Decoder student follows Dinomaly (lr 2e-3, weight decay 1e-4 on every tensor, eps
@@ -43,7 +43,7 @@ def student_param_groups(model: nn.Module, ed: StudentRecipe, ee: StudentRecipe)
 
 def stable_adamw(groups: list[dict]) -> torch.optim.Optimizer:
     """Dinomaly's optimiser family: AdamW with per-tensor update clipping (StableAdamW), from
-    torch-optimi. It has no AMSGrad; README, method section, lists where it differs from Dinomaly's."""
+    torch-optimi. It has no AMSGrad; docs/method.md, lists where it differs from Dinomaly's."""
     from optimi import StableAdamW
 
     first = groups[0]

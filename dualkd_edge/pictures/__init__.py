@@ -1,0 +1,1 @@
+"""Pictures for people: anomaly-map scale, overlays, and the optional matplotlib backend."""

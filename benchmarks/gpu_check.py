@@ -327,14 +327,14 @@ class Runner:
     def step(self, p: dict, batch: int, mode: str, prec: str) -> dict:
         torch = self.torch
         module = p["device_module"]
-        run_module, prep, ctx = self.precision(module, prec)
-        x_time = p["x"][torch.arange(batch) % len(p["x"])].to(self.device)
         row: dict = {}
         if self.cuda:
             gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
+        run_module, prep, ctx = self.precision(module, prec)  # a cast copy is allocated inside the step
+        x_time = p["x"][torch.arange(batch) % len(p["x"])].to(self.device)
 
         if mode in ("eager", "compile"):
             target = run_module
@@ -392,7 +392,8 @@ class Runner:
         if self.cuda:
             # Both presets' models stay on the GPU (compile runs last): count this model's weights and
             # what the step allocated on top of what was there before it.
-            weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+            weights = 0 if run_module is not module else sum(
+                t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
             row["peak_mem_mib"] = (torch.cuda.max_memory_allocated() - before + weights) / 2**20
             row["peak_mem_process_mib"] = torch.cuda.max_memory_allocated() / 2**20
         return row
@@ -435,6 +436,8 @@ def markdown(results: dict) -> str:
              f"- precision: {m['precision']}; compile: {m['compile']}; latency: {m['latency']}",
              f"- parity: against an FP32 CPU forward of the same weights on {m['parity_images']} images; "
              "score/map = max abs diff; rank = Spearman of score / fraction of pairs in the same order",
+             "- peak MiB: this model's weights + the step's peak GPU allocation (set-up, timing, parity); "
+             "setup s: first call (compile) or warm-up + capture (CUDA graph)",
              f"- wall time {results.get('wall_s', 0):.0f} s{' (interrupted)' if results.get('interrupted') else ''}",
              "",
              "| preset | batch | mode | precision | status | p50 ms | p90 ms | img/s | peak MiB | setup s "
@@ -635,7 +638,9 @@ def main(argv: list[str] | None = None) -> int:
             for prec in [p for p in COMPILE_PRIORITY if p in precisions]:
                 for batch in cfg["batches"]:
                     for name in cfg["presets"]:
-                        prior = measured.get(name, cfg["compile_prior_s"].get(name, 60.0))
+                        # This preset's last compile, else the prior (and 1.4x another preset's compile)
+                        prior = measured.get(name) or max(cfg["compile_prior_s"].get(name, 60.0),
+                                                          1.4 * max(measured.values(), default=0.0))
                         before = len(results["rows"])
                         run_step(name, batch, "compile", prec, prior + step_estimate)
                         new = results["rows"][before:]

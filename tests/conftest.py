@@ -19,6 +19,16 @@ except ImportError:
     pass
 
 
+@pytest.fixture(autouse=True)
+def _servers_stop_at_teardown():
+    """Every loopback server a test started (broker, PLC, camera, receiver) stops when the test ends,
+    passed or failed."""
+    yield
+    from support import stop_all
+
+    stop_all()
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> Path:
     from dualkd_edge.data.synth import generate_dataset

@@ -40,6 +40,111 @@ def test_the_library_never_imports_the_commands():
     assert offenders == []
 
 
+MAX_MODULES_PER_PACKAGE = 12
+
+
+def test_no_package_folder_holds_more_than_twelve_modules():
+    """Packages by domain (issue 26): a folder past 12 modules is split by what its modules do.
+    `commands/` is the exception: one module per command."""
+    crowded = {}
+    for folder in [PACKAGE, *[p for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__"]]:
+        count = len(list(folder.glob("*.py")))
+        if count > MAX_MODULES_PER_PACKAGE and folder.name != "commands":
+            crowded[str(folder.relative_to(REPO))] = count
+    assert not crowded, f"more than {MAX_MODULES_PER_PACKAGE} modules: {crowded}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, lazy imports inside functions included (they
+    run sooner or later, and a cycle between them is a cycle of the design)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py"}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                targets.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+        resolved = set()
+        for target in targets:
+            while target and target not in modules and "." in target:
+                target = target.rpartition(".")[0]
+            if target in modules and target != name:
+                resolved.add(target)
+        graph[name] = resolved
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(graph[child]))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return found
+
+
+def test_no_import_cycle_lazy_imports_included():
+    cycles = _cycles(_import_graph())
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_wheel_holds_no_test_code():
+    """Loopback servers and test-only readers live in tests/support/, not in the package."""
+    assert not (PACKAGE / "testing").exists()
+    leaks = [str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py") if "support" in _imports(p)
+             or any(m.startswith("support.") for m in _imports(p))]
+    assert leaks == []
+
+
 MAX_FUNCTION_LINES = 60
 
 
@@ -55,8 +160,8 @@ def test_no_function_is_longer_than_sixty_lines():
     assert not long, "functions over 60 lines: " + ", ".join(long)
 
 
-def test_torch_stays_in_model_train_and_export():
-    allowed = {"model", "train", "export"}
+def test_torch_stays_in_model_train_and_trace():
+    allowed = {"model", "train", "trace"}
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE)

@@ -19,6 +19,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from support import started
 from support.stream_servers import LoopbackHttpServer, free_port
 
 
@@ -49,6 +50,7 @@ class ProcessServer:
         # cwd: the folder holding `support`, so `python -m support.<server>` finds it
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
+        started(self)
         wait_for_port(self.port, proc=self.proc)
         return self
 

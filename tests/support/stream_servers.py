@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from support import started
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -34,6 +36,7 @@ class LoopbackHttpServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        started(self)
 
     def stop(self) -> None:
         if self.httpd is not None:
@@ -133,6 +136,7 @@ class RtspServer:
              "-g", "15", "-pix_fmt", "yuv420p",
              "-f", "rtp", "-sdp_file", str(self.sdp_path), f"rtp://127.0.0.1:{self.udp_port}?pkt_size=1200"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        started(self)
         t_end = time.monotonic() + 10
         while not (self.sdp_path.is_file() and self.sdp_path.stat().st_size > 0):
             if time.monotonic() > t_end or self.ffmpeg.poll() is not None:

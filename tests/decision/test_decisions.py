@@ -206,6 +206,7 @@ def test_a_dimmed_lamp_raises_the_drift_alarm_everywhere(calibrated, station, tm
     assert summary["sources"][0]["drift"]["alarm"] is True and "DRIFT" in out
 
 
+@pytest.mark.servers
 @needs_torch
 @needs_ffmpeg
 def test_calibrate_on_a_live_rtsp_stream(station, tmp_path):

@@ -69,6 +69,7 @@ def _remote(client_module, url: str, model: str, batch: np.ndarray) -> dict[str,
         client.close()
 
 
+@pytest.mark.servers
 def test_served_scores_equal_local_onnxruntime_over_grpc_and_http(served, dynamic_onnx):
     import tritonclient.http as httpclient
 
@@ -85,6 +86,7 @@ def test_served_scores_equal_local_onnxruntime_over_grpc_and_http(served, dynami
             np.testing.assert_allclose(remote[name].reshape(value.shape), value, atol=1e-5, rtol=0, err_msg=name)
 
 
+@pytest.mark.servers
 def test_concurrent_requests_are_batched_by_the_server(served):
     from dualkd_edge.runtime.triton_backend import TritonBackend
 
@@ -117,6 +119,7 @@ def test_concurrent_requests_are_batched_by_the_server(served):
     assert executions < 24 and any(size > 1 and n > 0 for size, n in batched.items()), batched
 
 
+@pytest.mark.servers
 def test_infer_streams_through_triton_with_the_server_split(served, dynamic_onnx, small_dataset, tmp_path):
     grpc_url, _, model = served
     folder = small_dataset / "washer" / "test" / "spot"
@@ -140,6 +143,7 @@ def test_infer_streams_through_triton_with_the_server_split(served, dynamic_onnx
     assert "network + (de)serialisation" in remote.stdout
 
 
+@pytest.mark.servers
 def test_bench_times_the_server_and_splits_each_call(served, tmp_path):
     grpc_url, _, model = served
     proc = run_cli("bench", "--triton", f"{grpc_url}/{model}", "--batch", "1,2", "--warmup", "1", "--iters", "4",
@@ -154,6 +158,7 @@ def test_bench_times_the_server_and_splits_each_call(served, tmp_path):
     assert list(report["triton"].values())[0]["server_requests"] >= 8
 
 
+@pytest.mark.servers
 def test_triton_client_errors_are_one_line(served, small_dataset):
     grpc_url, _, _ = served
     folder = small_dataset / "washer" / "test" / "good"
@@ -178,6 +183,7 @@ def _engine_with_sidecar(tmp_path: Path, onnx: Path, input_dtype: str = "float",
     return engine
 
 
+@pytest.mark.servers
 def test_onnxruntime_and_tensorrt_configs_follow_tritons_schema(dynamic_onnx, tmp_path):
     from dualkd_edge.artifacts import read_metadata
     from dualkd_edge.metadata import ArtifactMetadata
@@ -210,6 +216,7 @@ def test_onnxruntime_and_tensorrt_configs_follow_tritons_schema(dynamic_onnx, tm
     assert json.loads(ort.parameters["calibration"].string_value)["local"]["mu"] == meta.calibration.local.mu
 
 
+@pytest.mark.servers
 def test_repository_refusals_are_one_line(trained_run, dynamic_onnx, tmp_path):
     out = tmp_path / "repo"
     assert_one_line_error(run_cli("triton", trained_run, "--out", out), "MODEL", "export")

@@ -47,6 +47,7 @@ def _until(predicate, seconds: float, poll: float = 0.2):
     raise TimeoutError(f"not within {seconds} s")
 
 
+@pytest.mark.servers
 @needs_chromium
 def test_operator_page_updates_live_in_a_browser(dynamic_onnx, tmp_path):
     pytest.importorskip("pymodbus")
@@ -112,6 +113,7 @@ def test_operator_page_updates_live_in_a_browser(dynamic_onnx, tmp_path):
     assert "frames" in out
 
 
+@pytest.mark.servers
 def test_healthz_turns_503_when_the_camera_stalls(dynamic_onnx):
     """/healthz: `starting` before the first frame, 200 while frames arrive, 503 once none came for
     `stale_after` seconds (a camera that went away), for a load balancer or a watchdog."""

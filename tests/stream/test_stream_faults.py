@@ -54,6 +54,7 @@ def test_redact_hides_every_credential():
     assert redact_url("rtsp://admin:hun ter2@cam/x") == "rtsp://***@cam/x"  # a space in a password
 
 
+@pytest.mark.servers
 def test_passwords_never_printed(model, tmp_path):
     """In errors, logs, JSONL and summary: a live stream whose URL carries credentials (served on
     127.0.0.1), a camera that cannot be reached, a GStreamer pipeline and a source list."""
@@ -143,6 +144,7 @@ def test_ground_truth_mask_that_cannot_be_read_is_left_out_not_taken_as_normal(c
 # -- a frozen camera, runs appended to one JSONL, outputs that fill up mid-stream ---------------------------
 
 
+@pytest.mark.servers
 def test_frozen_stream_is_reopened_after_the_read_timeout(model, tmp_path):
     server = MjpegServer(fps=20, max_seconds=60, stall_after=4).start()  # connected, then silent
     try:

@@ -45,6 +45,7 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.servers
 def test_videotestsrc_pipeline_hands_over_every_frame_in_order(model, tmp_path):
     pipeline = "videotestsrc num-buffers=12 pattern=ball ! video/x-raw,width=160,height=120 ! videoconvert ! appsink"
     proc = run_cli("infer", model, pipeline, "--jsonl", tmp_path / "f.jsonl", "--out", tmp_path / "o")
@@ -56,6 +57,7 @@ def test_videotestsrc_pipeline_hands_over_every_frame_in_order(model, tmp_path):
     assert summary["frames"] == 12 and summary["dropped"] == 0 and summary["reconnects"] == 0
 
 
+@pytest.mark.servers
 def test_frames_are_the_pictures_gstreamer_decoded(tmp_path):
     """A video file through filesrc ! decodebin (videoconvert ! appsink appended): BGR frames of the
     file's size that match OpenCV's decoding of the same file."""
@@ -75,6 +77,7 @@ def test_frames_are_the_pictures_gstreamer_decoded(tmp_path):
     assert np.abs(frame.astype(int) - reference.astype(int)).mean() < 3  # two H.264 decoders, one picture
 
 
+@pytest.mark.servers
 def test_live_pipeline_keeps_the_newest_frame_and_reopens_after_eos(model):
     """A live source (is-live=true) faster than the model: frames are dropped and counted; its EOS is
     a lost stream, reopened with backoff (a file's EOS ends the run, see above)."""
@@ -95,6 +98,7 @@ def test_live_pipeline_keeps_the_newest_frame_and_reopens_after_eos(model):
     assert summary.sources[0].reconnects >= 1
 
 
+@pytest.mark.servers
 @needs_ffmpeg
 def test_rtsp_pipeline_and_decoder_option_read_a_real_stream(model, tmp_path):
     server = RtspServer(write_video(tmp_path / "src.mp4", n=60), max_seconds=60, tmp=tmp_path).start()
@@ -113,6 +117,7 @@ def test_rtsp_pipeline_and_decoder_option_read_a_real_stream(model, tmp_path):
     assert len(_lines(tmp_path / "d.jsonl")) == 10 and _lines(tmp_path / "d.jsonl")[0]["source"] == server.url
 
 
+@pytest.mark.servers
 @needs_ffmpeg
 def test_rtsp_pipeline_reconnects_after_the_server_restarts(model, tmp_path):
     from dualkd_edge import Detector
@@ -140,6 +145,7 @@ def test_rtsp_pipeline_reconnects_after_the_server_restarts(model, tmp_path):
     assert summary.sources[0].reconnects >= 1
 
 
+@pytest.mark.servers
 def test_pipeline_mistakes_are_one_line_errors(model, tmp_path):
     assert_one_line_error(run_cli("infer", model, "videotestsrc ! nvv4l2decoder ! appsink"),
                           "no element nvv4l2decoder: this is not a Jetson; use avdec_h264")
@@ -158,6 +164,7 @@ def test_pipeline_mistakes_are_one_line_errors(model, tmp_path):
     assert_one_line_error(run_cli("infer", model, url, "--decoder", "ffmpeg"), "--decoder")
 
 
+@pytest.mark.servers
 def test_without_pygobject_a_pipeline_says_what_to_install(model):
     proc = run_cli_without(("gi",), "infer", model, "videotestsrc num-buffers=3 ! videoconvert ! appsink")
     assert_one_line_error(proc, "PyGObject", "dualkd-edge[gstreamer]")

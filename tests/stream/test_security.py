@@ -86,6 +86,7 @@ class Recorder(LoopbackHttpServer):
         return self
 
 
+@pytest.mark.servers
 def test_a_redirecting_webhook_gets_no_credentials_and_counts_as_failed(model, video, tmp_path):
     other = Recorder().start()
     first = Recorder(redirect_to=f"http://localhost:{other.port}/collect?sig=s3cretsig").start()
@@ -107,6 +108,7 @@ def test_a_redirecting_webhook_gets_no_credentials_and_counts_as_failed(model, v
 # -- 5. secrets outside user:pw@ --------------------------------------------------------------------------
 
 
+@pytest.mark.servers
 def test_webhook_paths_queries_and_other_secrets_are_never_shown(model, video, tmp_path):
     from dualkd_edge.stream.capture.sources import redact
 
@@ -133,6 +135,7 @@ def test_webhook_paths_queries_and_other_secrets_are_never_shown(model, video, t
 # -- 4. passwords off the command line ---------------------------------------------------------------
 
 
+@pytest.mark.servers
 @needs_mosquitto
 def test_mqtt_password_from_a_file_or_the_environment_never_from_argv(model, video, tmp_path):
     broker = MosquittoBroker(tmp_path / "broker", user=("line", "brokerPW123")).start()
@@ -192,6 +195,7 @@ class TlsBroker(MosquittoBroker):
             f"listener {self.plain_port} 127.0.0.1\n")
 
 
+@pytest.mark.servers
 @needs_mosquitto
 @needs_openssl
 def test_mqtt_tls_with_the_test_ca_and_every_connect_failure_is_said(model, video, tmp_path):
@@ -318,6 +322,7 @@ def test_bad_request_bytes_host_headers_and_security_headers(dashboard_run):
         assert s.recv(64).startswith(b"HTTP/1.1 404")
 
 
+@pytest.mark.servers
 def test_a_hostile_file_name_in_a_watched_folder_is_text_on_the_page(model, tmp_path):
     pytest.importorskip("cv2")
     from support.browser import HeadlessChromium, chromium_binary

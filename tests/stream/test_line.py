@@ -98,6 +98,7 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.servers
 @needs_mosquitto
 def test_mqtt_every_decision_arrives_across_a_broker_restart(model, tmp_path):
     from dualkd_edge.stream.outputs.mqtt import MqttSink, parse_mqtt_url
@@ -128,6 +129,7 @@ def test_mqtt_every_decision_arrives_across_a_broker_restart(model, tmp_path):
     assert "mqtt mqtt://127.0.0.1" in summary.format() and "delivered 50 of 50" in summary.format()
 
 
+@pytest.mark.servers
 @needs_mosquitto
 def test_mqtt_credentials_only_ng_and_the_last_will(model, tmp_path):
     user = ("line", "s3cret!")
@@ -198,6 +200,7 @@ def _line_sinks(mqtt_url: str, modbus_address: str) -> list:
     return [MqttSink(parse_mqtt_url(mqtt_url)), ModbusSink(parse_modbus_address(modbus_address))]
 
 
+@pytest.mark.servers
 def test_modbus_registers_follow_the_decisions_across_a_plc_power_cycle(model, tmp_path):
     pytest.importorskip("pymodbus")
     from pymodbus.client import ModbusTcpClient
@@ -228,6 +231,7 @@ def test_modbus_registers_follow_the_decisions_across_a_plc_power_cycle(model, t
     assert 0 < sum(w["table"] == "coil" for w in writes) == len(counters)  # coil and registers per decision
 
 
+@pytest.mark.servers
 def test_webhook_posts_ng_events_and_retries_through_an_outage(model, tmp_path):
     from dualkd_edge.stream.outputs.webhook import WebhookSink
 

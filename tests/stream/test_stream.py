@@ -140,6 +140,7 @@ def test_glob_and_source_list_run_concurrently(model, tmp_path):
     assert sum(r["source_index"] == 0 for r in lines) == 3 and sum(r["source_index"] == 1 for r in lines) == 10
 
 
+@pytest.mark.servers
 def test_http_mjpeg_live_source_counts_drops(model, tmp_path):
     server = MjpegServer(fps=30, max_seconds=30).start()
     try:
@@ -154,6 +155,7 @@ def test_http_mjpeg_live_source_counts_drops(model, tmp_path):
     assert summary["dropped"] > 30
 
 
+@pytest.mark.servers
 def test_reconnects_after_server_restart(model, tmp_path):
     from dualkd_edge import Detector
     from dualkd_edge.stream.capture.threads import RetryPolicy
@@ -181,6 +183,7 @@ def test_reconnects_after_server_restart(model, tmp_path):
     assert summary.errors == []
 
 
+@pytest.mark.servers
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (.ci/run installs it)")
 def test_rtsp_stream_from_ffmpeg(model, tmp_path):
     server = RtspServer(write_video(tmp_path / "src.mp4", n=60), max_seconds=40, tmp=tmp_path).start()
@@ -195,6 +198,7 @@ def test_rtsp_stream_from_ffmpeg(model, tmp_path):
     assert (tmp_path / "o" / "video").is_dir()
 
 
+@pytest.mark.servers
 def test_sigint_stops_cleanly_with_summary(model, tmp_path):
     server = MjpegServer(fps=15, max_seconds=60).start()
     out = tmp_path / "o"

@@ -11,6 +11,7 @@ from helpers import run_cli
 from support.stream_servers import MjpegServer, write_video
 
 
+@pytest.mark.servers
 def test_live_sources_are_batched_and_a_stalled_camera_does_not_hold_them(dynamic_onnx, tmp_path):
     healthy = [MjpegServer(fps=20, max_seconds=60).start() for _ in range(3)]
     stalled = MjpegServer(fps=20, max_seconds=60, stall_after=3).start()  # 3 frames, then silence

@@ -133,6 +133,7 @@ def _click_one(base: str, token: str, labels: list) -> dict:
         return {"first": first, "button": button}
 
 
+@pytest.mark.servers
 @needs_torch
 def test_answers_need_the_token_and_land_in_labels(reviewed):
     checks = reviewed["checks"]
@@ -150,6 +151,7 @@ def test_answers_need_the_token_and_land_in_labels(reviewed):
     assert (reviewed["review"] / "items" / f"{item['id']}.overlay.jpg").stat().st_size > 1000
 
 
+@pytest.mark.servers
 @needs_torch
 def test_live_numbers_from_the_answers(reviewed):
     [row] = reviewed["summary"]["review"]
@@ -158,6 +160,7 @@ def test_live_numbers_from_the_answers(reviewed):
     assert row["false_alarm_rate"] is not None and row["false_alarm_rate"] > row["budget"]
 
 
+@pytest.mark.servers
 @needs_torch
 def test_improve_recalibrates_and_never_takes_a_confirmed_defect_as_good(reviewed, tmp_path):
     from dualkd_edge.review.store import ReviewStore
@@ -188,6 +191,7 @@ def test_improve_recalibrates_and_never_takes_a_confirmed_defect_as_good(reviewe
         assert not any(abs(v - local) < 1e-9 for v in named.raw_scores["local"][len(base.raw_scores["local"]):])
 
 
+@pytest.mark.servers
 @needs_torch
 def test_improve_refuses_what_it_cannot_judge(reviewed, line, tmp_path):
     other = tmp_path / "other.onnx"

@@ -421,7 +421,7 @@ def _fmt(v, digits: int = 2) -> str:
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"
-        if v != 0 and (abs(v) < 10 ** -digits or abs(v) >= 1e5):
+        if v != 0 and ((digits >= 4 and abs(v) < 10 ** -digits) or abs(v) >= 1e5):
             return f"{v:.1e}"
         return f"{v:.{digits}f}"
     return str(v)

@@ -163,3 +163,12 @@ def fill_disk(folder: Path, leave_kib: int = 0) -> Path:
     size = filler.stat().st_size
     os.truncate(filler, max(0, size - leave_kib * 1024))
     return filler
+
+
+def scrape(exposition: str) -> dict[tuple[str, tuple], float]:
+    """/metrics text -> {(sample name, sorted label pairs): value}, read by prometheus_client's own
+    parser (so a format mistake fails here as it would in Prometheus)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(exposition) for s in family.samples}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import assert_one_line_error, needs_torch, run_cli
+from helpers import assert_one_line_error, needs_torch, run_cli, scrape
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (libx264) to film the videos")
 
@@ -192,7 +191,8 @@ def test_a_dimmed_lamp_raises_the_drift_alarm_everywhere(calibrated, station, tm
         except OSError:
             time.sleep(0.2)
             continue
-        if re.search(r'^dualkd_drift_alarm\{source=".*shifted.mp4"\} 1$', metrics, re.M):
+        if any(name == "dualkd_drift_alarm" and dict(labels)["source"].endswith("shifted.mp4") and value == 1
+               for (name, labels), value in scrape(metrics).items()):
             seen["metrics"], seen["page"] = metrics, page
         time.sleep(0.2)
     out, err = proc.communicate(timeout=60)

@@ -1,17 +1,20 @@
 """What the dashboard knows while a run goes on: per-source counters, recent latencies, per-stage
 histograms, the newest result of each source and the last NG results, and their rendering as the
-JSON summary and as Prometheus' text format. `observe` runs in the inference thread for every frame
-and only updates counters (O(1)); everything else happens when someone asks."""
+JSON summary and as Prometheus' text format (prometheus_client: the stage histograms are its
+Histogram; the rest is read at scrape time by a collector). `observe` runs in the inference thread
+for every frame and only updates counters (O(1)); everything else happens when someone asks."""
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from dualkd_edge.stream.results import FrameResult
 from dualkd_edge.stream.summary import STAGES
@@ -20,26 +23,6 @@ from dualkd_edge.stream.summary import STAGES
 BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 RECENT = 300  # frames per source behind p50/p99 on the page
 FPS_WINDOW = 60
-
-
-class Histogram:
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS_S) + 1)  # the last one: above every bound
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS_S, seconds)] += 1
-        self.total += seconds
-        self.n += 1
-
-    def prometheus(self, name: str, labels: str) -> list[str]:
-        lines, cumulative = [], 0
-        for bound, count in zip(BUCKETS_S + (float("inf"),), self.counts):
-            cumulative += count
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            lines.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}')
-        return lines + [f"{name}_sum{{{labels}}} {self.total:.6f}", f"{name}_count{{{labels}}} {self.n}"]
 
 
 @dataclass
@@ -55,7 +38,7 @@ class SourceLive:
     drift_message: str = ""  # what it said last (fired or cleared)
     e2e_ms: deque = field(default_factory=lambda: deque(maxlen=RECENT))
     times: deque = field(default_factory=lambda: deque(maxlen=FPS_WINDOW))
-    stages: dict[str, Histogram] = field(default_factory=lambda: {s.removesuffix("_ms"): Histogram() for s in STAGES})
+    stages: dict = field(default_factory=dict)  # stage -> its prometheus_client histogram child
 
     @property
     def fps(self) -> float | None:
@@ -64,18 +47,22 @@ class SourceLive:
         return (len(self.times) - 1) / (self.times[-1] - self.times[0])
 
 
-def label(value: str) -> str:
-    """A Prometheus label value: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 class LiveMetrics:
     def __init__(self, keep_ng: int = 8) -> None:
         self.lock = threading.Lock()
+        self.scrape_lock = threading.Lock()  # one scrape at a time: `scrape` is that scrape's input
         self.sources: dict[int, SourceLive] = {}
         self.ng: deque[tuple[int, FrameResult]] = deque(maxlen=keep_ng)
         self.results = 0  # id of the newest result (counts every frame of the run)
         self.started = time.time()
+        # One registry per run: the stage histograms live in it, the rest is read when scraped.
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.stage_latency = Histogram(
+            "dualkd_stage_latency_seconds",
+            "Per-frame time of each pipeline stage (decode, preprocess, inference, postprocess, output, e2e).",
+            ["source", "stage"], buckets=BUCKETS_S, registry=self.registry)
+        self.scrape: tuple[list, list, float] = ([], [], 0.0)  # (source stats, deliveries, threshold) of this scrape
+        self.registry.register(_ScrapeTimeCollector(self))
 
     def observe(self, result: FrameResult) -> None:
         now = time.monotonic()
@@ -83,6 +70,8 @@ class LiveMetrics:
             src = self.sources.get(result.frame.source)
             if src is None:
                 src = self.sources[result.frame.source] = SourceLive(result.frame.source, result.source_label)
+                src.stages = {s.removesuffix("_ms"): self.stage_latency.labels(src.name, s.removesuffix("_ms"))
+                              for s in STAGES}
             self.results += 1
             src.frames += 1
             src.ng += int(result.prediction.is_anomaly)
@@ -152,40 +141,60 @@ class LiveMetrics:
                              "timestamp": r["timestamp"], "image": f"/ng/{i}.jpg"} for i, r in ng_list]}
 
     def prometheus(self, source_stats: list, deliveries: list, threshold: float) -> str:
-        """Prometheus' text exposition format (version 0.0.4)."""
-        out: list[str] = []
+        """Prometheus' text exposition format, written by prometheus_client."""
+        with self.scrape_lock:
+            self.scrape = (source_stats, deliveries, threshold)
+            return generate_latest(self.registry).decode()
 
-        def family(name: str, kind: str, help_text: str, samples: list[str]) -> None:
-            out.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples])
 
-        rows = self._sources(source_stats)
-        per_source = [(f'source="{label(name)}"', src, stats) for _, name, src, stats in rows]
-        with self.lock:
-            family("dualkd_frames_total", "counter", "Frames scored.",
-                   [f"dualkd_frames_total{{{lb}}} {src.frames if src else 0}" for lb, src, _ in per_source])
-            family("dualkd_anomalies_total", "counter", "Frames decided NG (score >= threshold).",
-                   [f"dualkd_anomalies_total{{{lb}}} {src.ng if src else 0}" for lb, src, _ in per_source])
-            family("dualkd_fps", "gauge", "Frames per second over the last frames.",
-                   [f"dualkd_fps{{{lb}}} {(src.fps if src else None) or 0:.3f}" for lb, src, _ in per_source])
-            hist = [line for lb, src, _ in per_source if src for stage, h in src.stages.items()
-                    for line in h.prometheus("dualkd_stage_latency_seconds", f'{lb},stage="{stage}"')]
-        for metric, attr, help_text in (("dualkd_dropped_frames_total", "dropped", "Live frames dropped for newer ones."),
-                                        ("dualkd_corrupted_frames_total", "corrupted", "Frames that could not be decoded."),
-                                        ("dualkd_reconnects_total", "reconnects", "Reconnections of a lost stream.")):
-            family(metric, "counter", help_text, [f"{metric}{{{lb}}} {getattr(stats, attr, 0)}" for lb, _, stats in per_source])
-        family("dualkd_stage_latency_seconds", "histogram",
-               "Per-frame time of each pipeline stage (decode, preprocess, inference, postprocess, output, e2e).", hist)
-        family("dualkd_threshold", "gauge", "Decision threshold on the score.", [f"dualkd_threshold {threshold}"])
-        with self.lock:
-            family("dualkd_drift_alarm", "gauge", "1 while the source's scores no longer look like its calibration's.",
-                   [f"dualkd_drift_alarm{{{lb}}} {int(bool(src and src.drift))}" for lb, src, _ in per_source])
-        for field_name, kind, help_text in (("accepted", "counter", "Decisions handed to a line-side sink."),
-                                            ("delivered", "counter", "Decisions the receiver acknowledged."),
-                                            ("dropped", "counter", "Decisions pushed out of a full queue."),
-                                            ("failed", "counter", "Decisions given up after the retries."),
-                                            ("reconnects", "counter", "Reconnections of a line-side sink."),
-                                            ("connected", "gauge", "1 while the sink's receiver is reachable.")):
-            name = f"dualkd_sink_{field_name}" + ("_total" if kind == "counter" else "")
-            family(name, kind, help_text, [f'{name}{{sink="{d.sink}",target="{label(d.target)}"}} '
-                                           f"{int(getattr(d, field_name))}" for d in deliveries])
-        return "\n".join(out) + "\n"
+# Capture counters: (metric, attribute of the source's capture stats, help).
+CAPTURE_COUNTERS = (("dualkd_dropped_frames", "dropped", "Live frames dropped for newer ones."),
+                    ("dualkd_corrupted_frames", "corrupted", "Frames that could not be decoded."),
+                    ("dualkd_reconnects", "reconnects", "Reconnections of a lost stream."))
+# Line-side sink deliveries: (field of the sink's delivery stats, counter or gauge, help).
+SINK_FIELDS = (("accepted", "counter", "Decisions handed to a line-side sink."),
+               ("delivered", "counter", "Decisions the receiver acknowledged."),
+               ("dropped", "counter", "Decisions pushed out of a full queue."),
+               ("failed", "counter", "Decisions given up after the retries."),
+               ("reconnects", "counter", "Reconnections of a line-side sink."),
+               ("connected", "gauge", "1 while the sink's receiver is reachable."))
+
+
+class _ScrapeTimeCollector(Collector):
+    """The values other parts own (counts per source, capture stats, sink deliveries, threshold),
+    read when /metrics is scraped: prometheus_client's pattern for proxying existing state."""
+
+    def __init__(self, live: LiveMetrics) -> None:
+        self.live = live
+
+    def describe(self):
+        return []  # names are known only at scrape time; nothing to check at registration
+
+    def collect(self):
+        source_stats, deliveries, threshold = self.live.scrape
+        rows = self.live._sources(source_stats)
+        frames = CounterMetricFamily("dualkd_frames", "Frames scored.", labels=["source"])
+        anomalies = CounterMetricFamily("dualkd_anomalies", "Frames decided NG (score >= threshold).", labels=["source"])
+        fps = GaugeMetricFamily("dualkd_fps", "Frames per second over the last frames.", labels=["source"])
+        drift = GaugeMetricFamily("dualkd_drift_alarm", "1 while the source's scores no longer look like its "
+                                  "calibration's.", labels=["source"])
+        with self.live.lock:
+            for _, name, src, _ in rows:
+                frames.add_metric([name], src.frames if src else 0)
+                anomalies.add_metric([name], src.ng if src else 0)
+                fps.add_metric([name], round((src.fps if src else None) or 0.0, 3))
+                drift.add_metric([name], int(bool(src and src.drift)))
+        yield from (frames, anomalies, fps)
+        for metric, attr, help_text in CAPTURE_COUNTERS:
+            family = CounterMetricFamily(metric, help_text, labels=["source"])
+            for _, name, _, stats in rows:
+                family.add_metric([name], getattr(stats, attr, 0))
+            yield family
+        yield GaugeMetricFamily("dualkd_threshold", "Decision threshold on the score.", value=threshold)
+        yield drift
+        for field_name, kind, help_text in SINK_FIELDS:
+            make = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            family = make(f"dualkd_sink_{field_name}", help_text, labels=["sink", "target"])
+            for d in deliveries:
+                family.add_metric([d.sink, d.target], int(getattr(d, field_name)))
+            yield family

@@ -293,8 +293,10 @@ class Dashboard(Sink):
         if url.path == "/":
             self.send(req, HTTPStatus.OK, "text/html; charset=utf-8", self.page)
         elif url.path == "/metrics":
+            from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
             text = self.metrics.prometheus(self._source_stats(), self._deliveries(), self.current_threshold)
-            self.send(req, HTTPStatus.OK, "text/plain; version=0.0.4; charset=utf-8", text.encode())
+            self.send(req, HTTPStatus.OK, CONTENT_TYPE_PLAIN_0_0_4, text.encode())
         elif url.path == "/api/summary":
             self.send(req, HTTPStatus.OK, "application/json", json.dumps(self.summary()).encode())
         elif url.path == "/healthz":

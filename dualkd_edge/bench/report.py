@@ -9,7 +9,7 @@ from pathlib import Path
 from dualkd_edge.bench.timing import speedup
 from dualkd_edge.console.tables import markdown_table, text_table
 
-HEADERS = ["model", "backend", "batch", "mean ms", "std", "p50 ms", "p90", "p99 ms", "max", "p99/p50", "img/s",
+HEADERS = ["model", "backend", "made for", "batch", "mean ms", "std", "p50 ms", "p90", "p99 ms", "max", "p99/p50", "img/s",
            "speed-up", "pre ms/img", "post ms/img", "GFLOP/s"]
 
 
@@ -20,11 +20,11 @@ def table_rows(report: dict) -> list[list[object]]:
     for r in report["rows"]:
         lat = r["latency_ms"]
         if lat is None:
-            rows.append([Path(r["model"]).name, r["backend"], r["batch"], *["-"] * 11, r["note"]])
+            rows.append([Path(r["model"]).name, r["backend"], r.get("made_for", ""), r["batch"], *["-"] * 11, r["note"]])
             continue
         base.setdefault(r["batch"], r)
         gflops = r["achieved_gflops"]
-        rows.append([Path(r["model"]).name, r["backend"], r["batch"], f"{lat['mean_ms']:.2f}", f"{lat['std_ms']:.2f}",
+        rows.append([Path(r["model"]).name, r["backend"], r.get("made_for", ""), r["batch"], f"{lat['mean_ms']:.2f}", f"{lat['std_ms']:.2f}",
                      f"{lat['p50_ms']:.2f}", f"{lat['p90_ms']:.2f}", f"{lat['p99_ms']:.2f}", f"{lat['max_ms']:.2f}",
                      f"{lat['p99_over_p50']:.2f}", f"{lat['throughput_ips']:.1f}",
                      f"{speedup(base[r['batch']], r):.2f}x", f"{r['host_ms']['preprocess_ms']:.2f}",

@@ -60,6 +60,7 @@ class BenchRow:
     gmacs: float | None = None
     note: str = ""
     round_p50_ms: list[float] = field(default_factory=list)
+    made_for: str = ""  # fp32, fp16, int8-cpu, int8-tensorrt: what the model was made to run on
 
     @property
     def gflops(self) -> float | None:
@@ -68,7 +69,7 @@ class BenchRow:
         return 2 * self.gmacs * self.batch / (self.stats.p50_ms / 1e3)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "backend": self.backend, "batch": self.batch,
+        return {"model": self.model, "backend": self.backend, "made_for": self.made_for, "batch": self.batch,
                 "latency_ms": self.stats.to_dict() if self.stats else None,
                 "stages_ms": {k: v.to_dict() for k, v in self.stages.items()}, "host_ms": self.host,
                 "gmacs_per_image": self.gmacs, "achieved_gflops": self.gflops, "note": self.note,
@@ -185,12 +186,14 @@ def open_contenders(models: list[Path], opts: BenchOptions, stack) -> list[tuple
 
 def time_batch(opened, b: int, reference, opts: BenchOptions) -> dict[tuple[str, int], BenchRow]:
     """Time every model that takes batch `b` side by side with the reference matmul."""
+    from dualkd_edge.runtime.made_for import made_for
+
     results: dict[tuple[str, int], BenchRow] = {}
     timed = []
     for name, det, gmacs in opened:
         backend = det.backend
         if backend.max_batch is not None and b > backend.max_batch or backend.fixed_batch and b != backend.fixed_batch:
-            results[name, b] = BenchRow(name, backend.describe(), b, None,
+            results[name, b] = BenchRow(name, backend.describe(), b, None, made_for=made_for(det.meta),
                                         note=f"static batch {backend.fixed_batch}; export with --batch dynamic")
         else:
             timed.append((name, det, gmacs, backend_contender(backend, b)))
@@ -200,7 +203,7 @@ def time_batch(opened, b: int, reference, opts: BenchOptions) -> dict[tuple[str,
         stats, stages = contender.stats()
         results[name, b] = BenchRow(name, det.backend.describe(), b, stats, stages,
                                     host_stage_times(det, opts.camera_size, b), gmacs,
-                                    round_p50_ms=contender.round_p50_ms)
+                                    round_p50_ms=contender.round_p50_ms, made_for=made_for(det.meta))
     return results
 
 

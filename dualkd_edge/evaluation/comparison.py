@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dualkd_edge.runtime.made_for import artifact_precision  # noqa: F401 - also imported from here
+
 # Justification: FP32 PyTorch and ONNX Runtime kernels sum in different orders (~1e-7 relative per
 # op, a few hundred ops deep): raw scores and maps agree to ~1e-5. The calibrated probability
 # divides by the calibration sigma (often ~0.01), which magnifies score differences ~100x, and the
@@ -188,11 +190,6 @@ class Comparison:
         lines += [f"  note: {n}" for n in self.notes]
         lines.append("  PASSED" if self.passed else "  FAILED: " + "; ".join(self.failures()))
         return "\n".join(lines)
-
-
-def artifact_precision(meta) -> str:
-    """fp32 | fp16 | int8: what an artifact computes in (engines record it at build)."""
-    return meta.export.get("engine_precision") or meta.export.get("precision") or "fp32"
 
 
 def compare_detectors(reference, candidates: list, images: list[np.ndarray], labels: np.ndarray | None = None,

@@ -13,6 +13,7 @@ from dualkd_edge.artifacts.contract import model_outputs
 from dualkd_edge.artifacts.onnx_files import load_onnx_model, onnx_metadata
 from dualkd_edge.errors import UserError
 from dualkd_edge.runtime.base import Backend
+from dualkd_edge.runtime.made_for import warn_if_mismatched
 
 log = logging.getLogger("dualkd_edge")
 
@@ -77,6 +78,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise UserError(f"{path}: ONNX Runtime could not load it ({str(exc).splitlines()[0][:200]})") from None
         self.providers = self.session.get_providers()
+        warn_if_mismatched(str(path), self.meta, self.providers[0])
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         batch_dim = inp.shape[0]

@@ -50,6 +50,11 @@ def extra_lines(report: dict) -> list[str]:
         from dualkd_edge.runtime.triton_backend import format_server_report
 
         lines += [format_server_report(r) for r in report["triton"].values()]
+    for model, f in report.get("footprint", {}).items():
+        lines.append(f"footprint of {Path(model).name}: " + (f["error"] if "error" in f else
+                     f"peak RSS {f['peak_rss_mib']:.0f} MiB, first decision {f['first_decision_cold_s']:.2f} s cold / "
+                     f"{f['first_decision_warm_s']:.2f} s warm from process start (fresh processes; OS file cache "
+                     "not dropped)"))
     for model, acc in report["accuracy"].items():
         lines.append(f"accuracy of {Path(model).name}: image AUROC {acc.get('image_auroc') or float('nan'):.4f}, "
                      f"pixel AUROC {acc.get('pixel_auroc') or float('nan'):.4f}")

@@ -156,6 +156,7 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
 
                 accuracy[name] = evaluate(det, discover_all([opts.val]), progress=False).mean_row()
         servers = {name: det.backend.server_report() for name, det, _ in opened if hasattr(det.backend, "server_report")}
+    footprint = measure_footprints(models, opts)
     if reference.totals_ms:
         machine["reference_matmul_gflops"] = reference_flops / (reference.stats()[0].p50_ms / 1e3) / 1e9
     rows = [results[name, b] for name, _, _ in opened for b in opts.batches]
@@ -163,7 +164,22 @@ def bench_models(models: list[Path], opts: BenchOptions) -> dict:
                                             "min_time": opts.min_time, "threads": opts.load.threads,
                                             "providers": opts.load.providers, "source": redact(opts.source) if opts.source else None,
                                             "timing": "models and the reference matmul timed in alternating rounds"},
-            "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy, "triton": servers}
+            "rows": [r.to_dict() for r in rows], "end_to_end": e2e, "accuracy": accuracy, "triton": servers,
+            "footprint": footprint}
+
+
+def measure_footprints(models: list[Path], opts: BenchOptions) -> dict[str, dict]:
+    """Peak RSS and time to the first decision of each local model, each from fresh processes
+    (bench/footprint.py); a model whose process fails gets its reason instead."""
+    from dualkd_edge.bench.footprint import measure
+
+    found = {}
+    for path in models:
+        try:
+            found[str(path)] = measure(Path(path), list(opts.load.providers or []) or None, opts.load.threads)
+        except (RuntimeError, OSError, ValueError) as exc:
+            found[str(path)] = {"error": str(exc)}
+    return found
 
 
 def open_contenders(models: list[Path], opts: BenchOptions, stack) -> list[tuple[str, Detector, float | None]]:

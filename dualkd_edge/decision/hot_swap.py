@@ -47,12 +47,15 @@ def file_signature(path: Path) -> tuple:
     return tuple(signature)
 
 
-def warm_up(detector) -> None:
-    """One inference on a grey frame: the replacement must run and give finite scores."""
+def warm_up(detector, batch: int = 1, check: bool = True) -> None:
+    """One inference on grey frames (`batch` of them, the size the run will use): a replacement must
+    run and give finite scores, and a run's first camera frame must not wait for the session's set-up."""
     spec = detector.meta.input
     h, w = spec.resize_hw
-    pred = detector.predict([np.full((h, w, 3), 128, np.uint8)])[0]
-    if not np.isfinite(pred.score_logit) or not np.isfinite(pred.anomaly_map).all():
+    if detector.backend.fixed_batch:
+        batch = detector.backend.fixed_batch
+    pred = detector.predict([np.full((h, w, 3), 128, np.uint8)] * batch)[0]
+    if check and (not np.isfinite(pred.score_logit) or not np.isfinite(pred.anomaly_map).all()):
         raise ValueError("its warm-up inference gave NaN or infinity")
 
 

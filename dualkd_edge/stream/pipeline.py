@@ -1,6 +1,8 @@
 """The stream pipeline: capture threads feed the Detector's stages (prepare -> run -> decide), and
-every scored frame goes to the sinks: first those that show pictures, then those that record
-decisions, so a record carries the time the pictures took."""
+every scored frame goes to the sinks. The decision sinks (line outputs, dashboard, your own sinks)
+run on the inference thread and are cheap; the file outputs (overlay images and video, JSONL) run on
+their own thread (outputs/file_worker.py), in frame order, pictures before records. The model is
+warmed up before any source opens, so a live camera loses no frame to the first inference."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from pathlib import Path
 
 from dualkd_edge.decision.calibrations import ActiveCalibration
 from dualkd_edge.decision.drift import DriftMonitor, DriftSettings
+from dualkd_edge.decision.hot_swap import warm_up
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
 from dualkd_edge.output_paths import describe_os_error
 from dualkd_edge.stream.capture.threads import CaptureWorker, Frame, RetryPolicy, prepare_source
+from dualkd_edge.stream.outputs.file_worker import FileOutputWorker
 from dualkd_edge.stream.results import FrameResult
 from dualkd_edge.stream.outputs.sinks import (
     ImageSink,
@@ -143,6 +147,8 @@ class StreamRunner:
         self.model_id = detector.model_id
         self.watcher = None  # decision.hot_swap.ModelWatcher, when watch() was called
         self.swaps: list[dict] = []
+        self.inline_sinks = [s for s in self.sinks if not s.off_thread]
+        self.file_outputs = FileOutputWorker([s for s in self.sinks if s.off_thread], self._output_failed)
         self.stop = threading.Event()
         self.interrupted = False
         self.output_errors: list[str] = []  # an output that failed (disk full...) stops the run
@@ -319,10 +325,11 @@ class StreamRunner:
         self.stop.set()
 
     def _emit(self, result: FrameResult) -> None:
-        """Every sink in order; `output` and `e2e` (from the decoded frame's arrival, queue wait
-        included) are brought up to date before each, so a record holds what came before it."""
+        """The inference thread's sinks in order, `output` and `e2e` (from the decoded frame's arrival,
+        queue wait included) brought up to date before each; then the frame goes to the file outputs
+        with the times of its decision (their own time is reported apart: file_worker.py)."""
         t_out = time.perf_counter()
-        for sink in self.sinks:
+        for sink in self.inline_sinks:
             if id(sink) in self._failed_sinks:
                 continue
             now = time.perf_counter()
@@ -341,6 +348,8 @@ class StreamRunner:
             self.latencies[k].add(v)
         self.frames += 1
         self.anomalies += int(result.prediction.is_anomaly)
+        if self.file_outputs.sinks:
+            self.file_outputs.submit(result)
 
     def _loop(self, workers: list[CaptureWorker]) -> None:
         opts = self.opts
@@ -362,9 +371,13 @@ class StreamRunner:
     def run(self) -> StreamSummary:
         import cv2  # noqa: F401 - a broken OpenCV fails here, before threads start
 
+        # The model's first inference (session set-up, memory) happens before any camera opens.
+        warm_up(self.det, self.opts.batch, check=False)
         workers = self.workers = [CaptureWorker(i, s, self.stop, self.opts.retry) for i, s in enumerate(self.specs)]
         t_begin = time.perf_counter()
         outputs: list[str] = []
+        if self.file_outputs.sinks:
+            self.file_outputs.start()
         try:
             for w in workers:
                 w.start()
@@ -373,6 +386,7 @@ class StreamRunner:
             self.stop.set()
             for w in workers:
                 w.join(timeout=10)
+            self.file_outputs.finish()
             if self.watcher is not None:
                 self.watcher.close()
             for sink in self.sinks:
@@ -394,4 +408,5 @@ class StreamRunner:
                              self.output_errors, self.run_id, [m.state for m in self.drift], self.swaps,
                              list(self.watcher.refused) if self.watcher is not None else [],
                              {"model_id": self.model_id, "calibrations": [c.name for c in self.source_calibrations],
-                              "thresholds": [c.threshold for c in self.source_calibrations]})
+                              "thresholds": [c.threshold for c in self.source_calibrations]},
+                             self.file_outputs.report() if self.file_outputs.sinks else {})

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from dualkd_edge.bench.stats import latency_stats
 from dualkd_edge.stream.capture.threads import SourceStats
 from dualkd_edge.console.tables import text_table
+from dualkd_edge.stream.capture.queues import DROP_CAUSES
 
 # output: drawing and writing overlays and records (sinks); e2e also holds the queue wait.
 STAGES = ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "output_ms", "e2e_ms")
@@ -58,6 +59,7 @@ class StreamSummary:
     swaps: list[dict] = field(default_factory=list)  # models taken over while running (hot swap)
     refused_swaps: list[str] = field(default_factory=list)  # replacements that could not be loaded or checked
     decided_by: dict = field(default_factory=dict)  # model_id, calibration and threshold per source (at the end)
+    file_outputs: dict = field(default_factory=dict)  # the file-output thread: its time per frame, waits
 
     @property
     def fps(self) -> float:
@@ -79,7 +81,10 @@ class StreamSummary:
         d = {
             "run_id": self.run_id, "frames": self.frames, "anomalies": self.anomalies, "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 3), "interrupted": self.interrupted, "errors": self.errors,
-            "dropped": sum(s.dropped for s in self.sources), "corrupted": sum(s.corrupted for s in self.sources),
+            "dropped": sum(s.dropped for s in self.sources),
+            "dropped_by_cause": {cause: sum(s.dropped_by_cause.get(cause, 0) for s in self.sources)
+                                 for cause in DROP_CAUSES},
+            "corrupted": sum(s.corrupted for s in self.sources),
             "skipped_files": sum(s.skipped_files for s in self.sources),
             "reconnects": sum(s.reconnects for s in self.sources),
             "sources": [vars(s) for s in self.sources], "latency_ms": self.stages, "outputs": self.outputs,
@@ -91,6 +96,7 @@ class StreamSummary:
             "calibrations": self.decided_by.get("calibrations", []),
             "thresholds": self.decided_by.get("thresholds", []),
             "swaps": self.swaps, "refused_swaps": self.refused_swaps,
+            "file_outputs": self.file_outputs,
         }
         for source, state in zip(d["sources"], self.drift):
             source["drift"] = state.to_dict()
@@ -119,7 +125,9 @@ class StreamSummary:
 
     def format(self) -> str:
         d = self.to_dict()
-        lines = [f"frames {d['frames']}  anomalies {d['anomalies']}  dropped {d['dropped']}  "
+        causes = ", ".join(f"{cause} {n}" for cause, n in d["dropped_by_cause"].items() if n)
+        lines = [f"frames {d['frames']}  anomalies {d['anomalies']}  dropped {d['dropped']}"
+                 + (f" ({causes})" if causes else "") + "  "
                  f"corrupted {d['corrupted']}  skipped files {d['skipped_files']}  reconnects {d['reconnects']}  "
                  f"errors {len(d['errors'])}  {d['fps']:.1f} FPS over {d['seconds']:.1f} s"
                  + ("  (interrupted)" if d["interrupted"] else "")]
@@ -131,6 +139,10 @@ class StreamSummary:
                 for stage, s in d["latency_ms"].items() if s]
         if rows:
             lines.append(text_table(["stage (ms)", "mean", "p50", "p99", "max"], rows))
+        if self.file_outputs.get("pipeline_waits"):
+            f = self.file_outputs
+            lines.append(f"file outputs ({', '.join(f['sinks'])}) were behind {f['pipeline_waits']} time(s): the pipeline "
+                         f"waited {f['pipeline_wait_ms']:.0f} ms for them in all (no frame was dropped for them)")
         lines += self.decision_lines(d)
         lines += [d.format() for d in self.deliveries]
         lines += [f"error: {e}" for e in d["errors"]]

@@ -92,6 +92,12 @@ def test_bench_without_torch_writes_every_report(dynamic_onnx, tmp_path):
         assert row["round_p50_ms"] and all(v > 0 for v in row["round_p50_ms"])  # alternating rounds, recorded
     e2e = report["end_to_end"][str(dynamic_onnx)]
     assert e2e["frames"] == 20 and e2e["ratio"] > 0
+    # footprint from fresh torch-free processes: memory and the time from process start to a decision
+    foot = report["footprint"][str(dynamic_onnx)]
+    assert any("rss" in k for k in foot) and any("first_decision" in k for k in foot)
+    assert 20 < foot["peak_rss_mib"] < 4096 and foot["rss_after_first_decision_mib"] <= foot["peak_rss_mib"]
+    assert 0 < foot["first_decision_warm_s"] < 60 and 0 < foot["first_decision_cold_s"] < 60
+    assert "footprint of" in proc.stdout and "first decision" in proc.stdout
     with open(out / "b.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and float(rows[1]["throughput_ips"]) > 0

@@ -266,6 +266,7 @@ class GstCapture:
         lost = self._arrived - self._pulled - 1
         if self.stats is not None and lost > self._dropped:
             self.stats.dropped += lost - self._dropped
+            self.stats.dropped_by_cause["behind"] += lost - self._dropped  # the appsink kept the newest
             self._dropped = lost
 
     def grab(self) -> bool:

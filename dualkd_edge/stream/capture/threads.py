@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dualkd_edge.fileio import read_image
-from dualkd_edge.stream.capture.queues import put_newest
+from dualkd_edge.stream.capture.queues import DROP_CAUSES, LiveFrameQueue
 from dualkd_edge.stream.capture.sources import SourceSpec, image_files_only, redact
 
 log = logging.getLogger("dualkd_edge")
@@ -41,7 +41,8 @@ class SourceStats:
     name: str
     live: bool
     frames: int = 0
-    dropped: int = 0
+    dropped: int = 0  # every cause together (summary.json `dropped`)
+    dropped_by_cause: dict = field(default_factory=lambda: dict.fromkeys(DROP_CAUSES, 0))
     corrupted: int = 0
     skipped_files: int = 0
     reconnects: int = 0
@@ -123,7 +124,9 @@ class CaptureWorker(threading.Thread):
         self.stop_event = stop
         self.policy = policy
         self.stats = SourceStats(spec.name, spec.live)
-        self.queue: queue.Queue[Frame] = queue.Queue(maxsize=1 if spec.live else queue_size)
+        # Live: a short burst is buffered, newest-wins only when behind (LiveFrameQueue); files: the
+        # capture waits for the pipeline (nothing is ever dropped).
+        self.queue = LiveFrameQueue() if spec.live else queue.Queue(maxsize=queue_size)
         self.finished = threading.Event()
         self.fps: float | None = None
         self.last_delivery: float | None = None  # perf_counter() of the last frame handed over
@@ -132,7 +135,10 @@ class CaptureWorker(threading.Thread):
     def _deliver(self, frame: Frame) -> None:
         self.last_delivery = frame.t_ready
         if self.spec.live:
-            self.stats.dropped += put_newest(self.queue, frame)  # the pipeline is slower than the stream
+            before = dict(self.queue.drops)
+            self.stats.dropped += self.queue.put_nowait(frame)
+            for cause, count in self.queue.drops.items():
+                self.stats.dropped_by_cause[cause] += count - before[cause]
             return
         while not self.stop_event.is_set():
             try:

@@ -190,6 +190,13 @@ class _ScrapeTimeCollector(Collector):
             for _, name, _, stats in rows:
                 family.add_metric([name], getattr(stats, attr, 0))
             yield family
+        by_cause = CounterMetricFamily("dualkd_dropped_frames_by_cause", "Live frames dropped, by cause: startup "
+                                       "(before the first frame was taken), behind (a sustained backlog), burst "
+                                       "(more at once than the buffer holds).", labels=["source", "cause"])
+        for _, name, _, stats in rows:
+            for cause, count in (getattr(stats, "dropped_by_cause", None) or {}).items():
+                by_cause.add_metric([name, cause], count)
+        yield by_cause
         yield GaugeMetricFamily("dualkd_threshold", "Decision threshold on the score.", value=threshold)
         yield drift
         for field_name, kind, help_text in SINK_FIELDS:

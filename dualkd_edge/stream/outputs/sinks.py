@@ -33,6 +33,10 @@ class Sink:
     stop_requested = False  # a sink may ask the run to stop (e.g. q pressed in the window)
     delivery = None  # DeliveryStats of sinks that send decisions to other machines (delivery.py)
     option = ""  # the CLI option it serves, for messages
+    # True: written by the file-output thread (file_worker.py), not between two inferences. A sink of
+    # your own runs on the inference thread unless it says so: it sees each frame before the next is
+    # scored and may stop the run at an exact frame.
+    off_thread = False
 
     def write(self, result: FrameResult) -> None:
         raise NotImplementedError
@@ -47,6 +51,7 @@ class JsonlSink(Sink):
     (disk full) is taken back: the file only ever holds complete lines."""
 
     option = "--jsonl"
+    off_thread = True
 
     def __init__(self, path: Path, run_id: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +95,7 @@ class ImageSink(Sink):
 
     shows_pictures = True
     option = "--save-images"
+    off_thread = True
 
     def __init__(self, folder: Path, mode: str, masks: bool = False) -> None:
         self.folder = folder
@@ -118,6 +124,7 @@ class VideoSink(Sink):
 
     shows_pictures = True
     option = "--save-video"
+    off_thread = True
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

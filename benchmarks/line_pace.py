@@ -1,0 +1,105 @@
+"""Does the line keep pace? `infer` with and without file outputs, side by side in one run:
+
+    python benchmarks/line_pace.py MODEL.onnx [--frames 200] [--live-frames 1000]
+
+1. video file: `infer` alone vs `infer --save-video --save-images anomalies`, in alternating pairs;
+   target: FPS with outputs >= 0.95x FPS without.
+2. live RTSP camera at 25 FPS (ffmpeg, the tests' loopback server): e2e p50 (frame decoded ->
+   decision) against the inference p50, with and without the file outputs; target <= 1.1x.
+3. the same camera for `--live-frames` frames (the pipeline at <= 50% of its capacity for the tiny
+   model): dropped frames by cause; target 0.
+Prints a Markdown report (and writes it with --report)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# The loopback servers (RTSP, MJPEG, MQTT, Modbus, webhook) are the tests' own: tests/support/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+OUTPUTS = ["--save-video", "--save-images", "anomalies"]
+
+
+def infer(model: Path, source: str, out: Path, max_frames: int, outputs: bool) -> dict:
+    cmd = [sys.executable, "-m", "dualkd_edge.cli", "infer", str(model), source, "--out", str(out),
+           "--max-frames", str(max_frames), *(OUTPUTS if outputs else [])]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads((out / "summary.json").read_text())
+
+
+def video_pairs(model: Path, video: Path, frames: int, tmp: Path, pairs: int = 3) -> list[tuple[float, float]]:
+    """(FPS without outputs, FPS with) per alternating pair; the order flips each pair."""
+    result = []
+    for k in range(pairs):
+        runs = {}
+        for outputs in ((False, True) if k % 2 == 0 else (True, False)):
+            runs[outputs] = infer(model, str(video), tmp / f"file{k}{int(outputs)}", frames, outputs)["fps"]
+        result.append((runs[False], runs[True]))
+    return result
+
+
+def live_runs(model: Path, video: Path, frames: int, live_frames: int, tmp: Path) -> dict[str, dict]:
+    from support.stream_servers import RtspServer
+
+    server = RtspServer(video, max_seconds=(2 * frames + live_frames) / 25 + 60, tmp=tmp).start()
+    try:
+        return {"without outputs": infer(model, server.url, tmp / "live0", frames, False),
+                "with outputs": infer(model, server.url, tmp / "live1", frames, True),
+                "long run": infer(model, server.url, tmp / "live2", live_frames, False)}
+    finally:
+        server.stop()
+
+
+def report(pairs: list[tuple[float, float]], live: dict[str, dict], frames: int) -> str:
+    ratios = [w / wo for wo, w in pairs]
+    lines = [f"## Video file ({frames} frames, H.264)", "", "| pair | FPS without outputs | FPS with outputs | ratio |",
+             "|---|---|---|---|"]
+    lines += [f"| {k + 1} | {wo:.1f} | {w:.1f} | {w / wo:.2f}x |" for k, (wo, w) in enumerate(pairs)]
+    lines += ["", f"median ratio **{statistics.median(ratios):.2f}x** (target >= 0.95x)", "",
+              "## Live RTSP camera, 25 FPS", "", "| run | frames | e2e p50 ms | inference p50 ms | e2e / inference | "
+              "dropped | by cause |", "|---|---|---|---|---|---|---|"]
+    for name, s in live.items():
+        lat = s["latency_ms"]
+        lines.append(f"| {name} | {s['frames']} | {lat['e2e_ms']['p50']:.2f} | {lat['inference_ms']['p50']:.2f} | "
+                     f"{lat['e2e_ms']['p50'] / lat['inference_ms']['p50']:.2f}x | {s['dropped']} | "
+                     f"{s['dropped_by_cause']} |")
+    lines += ["", "targets: e2e p50 <= 1.1x inference p50; 0 drops over the long run"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--live-frames", type=int, default=1000)
+    ap.add_argument("--report", type=Path)
+    args = ap.parse_args()
+    from dualkd_edge.artifacts import read_metadata
+    from dualkd_edge.data.synth import write_line_video
+
+    size = read_metadata(args.model).input.height
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        video = write_line_video(tmp / "line.mp4", n=args.frames, size=size, fps=25.0)
+        h264 = tmp / "line_h264.mp4"  # a camera's codec: re-encode OpenCV's mp4v as H.264
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(video), "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                        str(h264)], check=True)
+        pairs = video_pairs(args.model, h264, args.frames, tmp)
+        live = live_runs(args.model, h264, args.frames, args.live_frames, tmp)
+    text = (f"# Line pace: {args.model.name}\n\nmachine: {platform.processor() or platform.machine()}, "
+            f"{platform.platform()}\n\n" + report(pairs, live, args.frames) + "\n")
+    print(text)
+    if args.report:
+        args.report.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The file outputs of a stream (overlay images, overlay video, JSONL) written off the inference
+thread: painting an overlay and encoding video cost as much as a small model's inference, and a
+line camera's next frame should not wait for them.
+
+One worker thread takes the scored frames in order from a bounded queue and hands each to its sinks
+in their order (pictures first, then the JSONL record), so every file keeps the frame order. Files
+never drop a frame: when the queue is full (the disk or the encoder is slower than the camera for a
+while), `submit` waits, which holds the pipeline back (back-pressure); each wait is counted and
+reported, and a sink that fails (disk full) stops the run loudly as before."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable
+
+from dualkd_edge.stream.outputs.sinks import Sink
+from dualkd_edge.stream.results import FrameResult
+from dualkd_edge.stream.summary import StageLatencies
+
+QUEUE_FRAMES = 16  # frames waiting for the file outputs (each holds its image: ~1 MB at VGA)
+_DONE = object()
+
+
+class FileOutputWorker(threading.Thread):
+    def __init__(self, sinks: list[Sink], on_error: Callable[[Sink, OSError], None],
+                 capacity: int = QUEUE_FRAMES) -> None:
+        super().__init__(name="file-outputs", daemon=True)
+        self.sinks = sinks
+        self.on_error = on_error
+        self.queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self.failed: set[int] = set()
+        self.latency = StageLatencies()  # time the sinks took per frame, off the inference thread
+        self.waits = 0  # times the pipeline waited for a full queue
+        self.wait_ms = 0.0
+
+    def submit(self, result: FrameResult) -> None:
+        try:
+            self.queue.put_nowait(result)
+        except queue.Full:
+            t0 = time.perf_counter()
+            self.queue.put(result)
+            self.waits += 1
+            self.wait_ms += (time.perf_counter() - t0) * 1e3
+
+    def run(self) -> None:
+        while (result := self.queue.get()) is not _DONE:
+            t0 = time.perf_counter()
+            for sink in self.sinks:
+                if id(sink) in self.failed:
+                    continue
+                try:
+                    sink.write(result)
+                except OSError as exc:
+                    self.failed.add(id(sink))
+                    self.on_error(sink, exc)
+            self.latency.add((time.perf_counter() - t0) * 1e3)
+
+    def finish(self) -> None:
+        """Write what is queued (nothing is lost at the end of a run or on Ctrl-C), then stop."""
+        if self.is_alive():
+            self.queue.put(_DONE)
+            self.join()
+
+    def report(self) -> dict:
+        return {"sinks": [s.option or type(s).__name__ for s in self.sinks], "ms_per_frame": self.latency.stats(),
+                "pipeline_waits": self.waits, "pipeline_wait_ms": round(self.wait_ms, 1)}

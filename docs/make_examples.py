@@ -51,9 +51,9 @@ def colour_counts(det, painter) -> str:
 def main() -> None:
     from dualkd_edge.bench.runner import BenchOptions
     from dualkd_edge.compile.int8.calibration_images import sample_calibration_set
-    from dualkd_edge.commands.bench_cmd import BenchOutputs, run_bench
-    from dualkd_edge.commands.eval_cmd import EvalRequest
-    from dualkd_edge.commands.eval_cmd import run as run_eval
+    from dualkd_edge.commands.bench import BenchOutputs, run_bench
+    from dualkd_edge.commands.eval import EvalRequest
+    from dualkd_edge.commands.eval import run as run_eval
     from dualkd_edge.compile.int8.quantize import quantize_int8
     from dualkd_edge.data.synth import generate_dataset, render_part
     from dualkd_edge.detector import Detector

@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 
-from dualkd_edge.runtime.made_for import artifact_precision  # noqa: F401 - also imported from here
 
 # Justification: FP32 PyTorch and ONNX Runtime kernels sum in different orders (~1e-7 relative per
 # op, a few hundred ops deep): raw scores and maps agree to ~1e-5. The calibrated probability

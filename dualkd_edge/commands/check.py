@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from dualkd_edge.errors import UserError
+
+
+def command(
+    model: Path = typer.Argument(..., help="ONNX file to check"),
+    tensorrt: str = typer.Option("all", "--tensorrt", help="10.3 | 10.13 | 11 | all, or a version like 10.3.0.30"),
+    dla: bool = typer.Option(False, "--dla", help="also DLA's rules (static shapes, FP16/INT8, TensorRT <= 10.7)"),
+) -> None:
+    """TensorRT's ONNX-parser and builder rules, offline: one line per violation (exit 1), silence when clean."""
+    raise typer.Exit(run_check(model, tensorrt, dla))
 
 
 def versions_to_check(tensorrt: str) -> list[str]:

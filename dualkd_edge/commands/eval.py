@@ -7,23 +7,106 @@ import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, List, Optional
 
-from dualkd_edge.artifacts import LoadOptions
-from dualkd_edge.data.discovery import Category, discover_all
-from dualkd_edge.detector import Detector
+import typer
+
+from dualkd_edge.commands.options import BatchSize, Device, EngineOnnx, FloatOption, load_options
 from dualkd_edge.errors import UserError
-from dualkd_edge.evaluation.evaluate_splits import EvalReport, evaluate
-from dualkd_edge.fileio import json_bytes
-from dualkd_edge.output_paths import ResultWrites, check_outputs, not_written, write_result
-from dualkd_edge.console.tables import markdown_table, text_table
 
 if TYPE_CHECKING:
+    from dualkd_edge.artifacts import LoadOptions
+    from dualkd_edge.data.discovery import Category
+    from dualkd_edge.detector import Detector
+    from dualkd_edge.evaluation.evaluate_splits import EvalReport
+    from dualkd_edge.output_paths import ResultWrites
     from dualkd_edge.pictures.overlay import OverlayPainter
 
 log = logging.getLogger("dualkd_edge")
 
 COLUMNS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro")
+
+
+def command(
+    paths: List[Path] = typer.Argument(..., help="MODEL [MODEL ...] DATA: run directories / .onnx / .engine files, then the dataset"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the table as Markdown"),
+    per_image: Optional[Path] = typer.Option(None, "--per-image", help="write per-image scores as CSV"),
+    tune_threshold: bool = typer.Option(False, "--tune-threshold", help="store a threshold in the model: at a false-alarm "
+                                        "budget on the good test images (--max-fpr), or F1-optimal with --f1-max"),
+    max_fpr: float = FloatOption(0.01, "--max-fpr", help="with --tune-threshold: the false-alarm budget on good parts"),
+    f1_max: bool = typer.Option(False, "--f1-max", help="with --tune-threshold: the F1-optimal threshold instead (needs "
+                                "labelled defects; tuned on the defects you have, not on the ones you will meet)"),
+    save_overlays: Optional[Path] = typer.Option(None, "--save-overlays", help="folder for heat-map overlays of the worst cases"),
+    worst: int = typer.Option(5, "--worst", help="how many worst false negatives / false positives to save"),
+    save_masks: bool = typer.Option(False, "--save-masks", help="with --save-overlays: binary defect masks (PNG 0/255) beside them"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG with ROC curves per category and score histograms with the threshold (matplotlib)"),
+    normal_classes: Optional[str] = typer.Option(None, "--normal-classes", help="class-folder layout: comma-separated normal classes; all others are anomalies"),
+    batch_size: BatchSize = 8,
+    device: Device = "auto",
+    onnx: EngineOnnx = None,
+) -> None:
+    """Image AUROC / AP / F1-max and pixel AUROC / AUPRO per category, several models side by side."""
+    run(EvalRequest(models=list(paths[:-1]), data=[paths[-1]], json_out=json_out, markdown_out=markdown,
+                    per_image=per_image, tune=tune_threshold, max_fpr=max_fpr, f1_max=f1_max, overlays=save_overlays,
+                    worst=worst, save_masks=save_masks, normal_classes=normal_classes, batch_size=batch_size, plot=plot,
+                    load=load_options(device=device, onnx=onnx)))
+
+
+@dataclass
+class EvalRequest:
+    """`dualkd-edge eval` as the user asked for it."""
+
+    models: list[Path]
+    data: list[Path]
+    json_out: Path | None = None
+    markdown_out: Path | None = None
+    per_image: Path | None = None
+    tune: bool = False
+    max_fpr: float = 0.01
+    f1_max: bool = False
+    overlays: Path | None = None
+    worst: int = 5
+    save_masks: bool = False
+    normal_classes: str | None = None
+    batch_size: int = 8
+    plot: Path | None = None
+    load: LoadOptions = field(default_factory=load_options)
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Cheap checks first: a typo in MODEL or an option should not wait for DATA."""
+        if not self.models or not self.data:
+            raise UserError("eval: give at least one MODEL and then DATA")
+        for model_path in self.models:
+            if not Path(model_path).exists():
+                raise UserError(f"MODEL: not found: {model_path}")
+        if not 0 < self.max_fpr < 1:
+            raise UserError(f"--max-fpr: expected a false-alarm rate in (0, 1), e.g. 0.01, got {self.max_fpr}")
+        if self.f1_max and not self.tune:
+            raise UserError("--f1-max: chooses how --tune-threshold tunes; add --tune-threshold")
+        if self.worst < 1 or self.batch_size < 1:
+            raise UserError("--worst and --batch-size must be >= 1")
+        if self.save_masks and self.overlays is None:
+            raise UserError("--save-masks: masks are written beside the overlays; add --save-overlays DIR")
+        if self.tune and len(self.models) != 1:
+            raise UserError("--tune-threshold: give exactly one MODEL")
+        if self.plot is not None:
+            from dualkd_edge.pictures.plotting import check_plot_request
+
+            check_plot_request("--plot", self.plot)
+        self.check_outputs()
+
+    def check_outputs(self) -> None:
+        """Before the evaluation: every result can be written, and none lands on an input."""
+        from dualkd_edge.artifacts import metadata_file
+        from dualkd_edge.output_paths import check_outputs
+
+        check_outputs(files={"--json": self.json_out, "--markdown": self.markdown_out, "--per-image": self.per_image,
+                             "--plot": self.plot}, folders={"--save-overlays": self.overlays},
+                      inputs={"MODEL": self.models, "DATA": self.data})
+        if self.tune:
+            check_outputs(files={"--tune-threshold": metadata_file(self.models[0])})
 
 
 def report_rows(reports: list[EvalReport]) -> tuple[list[str], list[list[object]]]:
@@ -91,6 +174,8 @@ def save_worst_overlays(out_dir: Path, detector: Detector, painter: OverlayPaint
 
 
 def load_categories(data: list[Path], normal_classes: str | None) -> list[Category]:
+    from dualkd_edge.data.discovery import discover_all
+
     if normal_classes:
         from dualkd_edge.data.class_folders import class_folder_categories
 
@@ -98,64 +183,13 @@ def load_categories(data: list[Path], normal_classes: str | None) -> list[Catego
     return discover_all(data)
 
 
-@dataclass
-class EvalRequest:
-    """`dualkd-edge eval` as the user asked for it."""
-
-    models: list[Path]
-    data: list[Path]
-    json_out: Path | None = None
-    markdown_out: Path | None = None
-    per_image: Path | None = None
-    tune: bool = False
-    max_fpr: float = 0.01
-    f1_max: bool = False
-    overlays: Path | None = None
-    worst: int = 5
-    save_masks: bool = False
-    normal_classes: str | None = None
-    batch_size: int = 8
-    plot: Path | None = None
-    load: LoadOptions = field(default_factory=LoadOptions)
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Cheap checks first: a typo in MODEL or an option should not wait for DATA."""
-        if not self.models or not self.data:
-            raise UserError("eval: give at least one MODEL and then DATA")
-        for model_path in self.models:
-            if not Path(model_path).exists():
-                raise UserError(f"MODEL: not found: {model_path}")
-        if not 0 < self.max_fpr < 1:
-            raise UserError(f"--max-fpr: expected a false-alarm rate in (0, 1), e.g. 0.01, got {self.max_fpr}")
-        if self.f1_max and not self.tune:
-            raise UserError("--f1-max: chooses how --tune-threshold tunes; add --tune-threshold")
-        if self.worst < 1 or self.batch_size < 1:
-            raise UserError("--worst and --batch-size must be >= 1")
-        if self.save_masks and self.overlays is None:
-            raise UserError("--save-masks: masks are written beside the overlays; add --save-overlays DIR")
-        if self.tune and len(self.models) != 1:
-            raise UserError("--tune-threshold: give exactly one MODEL")
-        if self.plot is not None:
-            from dualkd_edge.pictures.plotting import check_plot_request
-
-            check_plot_request("--plot", self.plot)
-        self.check_outputs()
-
-    def check_outputs(self) -> None:
-        """Before the evaluation: every result can be written, and none lands on an input."""
-        from dualkd_edge.artifacts import metadata_file
-
-        check_outputs(files={"--json": self.json_out, "--markdown": self.markdown_out, "--per-image": self.per_image,
-                             "--plot": self.plot}, folders={"--save-overlays": self.overlays},
-                      inputs={"MODEL": self.models, "DATA": self.data})
-        if self.tune:
-            check_outputs(files={"--tune-threshold": metadata_file(self.models[0])})
-
-
 def evaluate_model(req: EvalRequest, model_path: Path, categories: list[Category], results: ResultWrites) -> EvalReport:
     """One model over the test splits, with its worst cases drawn when asked (a failure to write
     them is collected in `results`, not allowed to lose the evaluation)."""
+    from dualkd_edge.detector import Detector
+    from dualkd_edge.evaluation.evaluate_splits import evaluate
+    from dualkd_edge.output_paths import not_written
+
     with Detector.load(model_path, options=req.load.for_path(model_path)) as det:
         painter = None
         if req.overlays is not None:
@@ -181,6 +215,10 @@ def evaluate_model(req: EvalRequest, model_path: Path, categories: list[Category
 def write_outputs(req: EvalRequest, reports: list[EvalReport], results: ResultWrites) -> None:
     """The table, then every result file; one that cannot be written is kept in the fallback
     folder and reported once all others are written."""
+    from dualkd_edge.console.tables import markdown_table, text_table
+    from dualkd_edge.fileio import json_bytes
+    from dualkd_edge.output_paths import write_result
+
     headers, rows = report_rows(reports)
     print(text_table(headers, rows))
     if reports[0].skipped:
@@ -207,6 +245,7 @@ def write_outputs(req: EvalRequest, reports: list[EvalReport], results: ResultWr
 
 def run(req: EvalRequest) -> list[EvalReport]:
     from dualkd_edge.evaluation.thresholds import tune_threshold
+    from dualkd_edge.output_paths import ResultWrites
 
     req.validate()
     categories = load_categories(req.data, req.normal_classes)

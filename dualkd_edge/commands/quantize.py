@@ -1,31 +1,60 @@
-"""`dualkd-edge export` and `dualkd-edge quantize`: run, then report what was written and measured."""
+"""`dualkd-edge quantize`: static INT8 with accuracy-driven mixed precision, gated against FP32."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+import typer
+
+from dualkd_edge.commands.options import Choice, FloatOption, FloatPrecision, value
 from dualkd_edge.errors import UserError
 
 
-def run_export(run_dir: Path, out: Path, opts) -> None:
-    from dualkd_edge.trace.onnx_export import export_onnx, format_differences
-    from dualkd_edge.output_paths import check_outputs, writing
+class Method(Choice):
+    """`--method`: compile/int8/quantize.METHODS, and auto (the gate picks; QuantizeRequest.methods)."""
 
-    if out.suffix.lower() != ".onnx":
-        raise UserError(f"--out: expected a .onnx file name, got {out}")
-    check_outputs(files={"--out": out}, inputs={"RUN": run_dir})
-    with writing("--out", out):  # a disk that fills up during the export
-        result = export_onnx(run_dir, out, opts)
-    size_mb = out.stat().st_size / 1e6
-    print(f"exported {out} ({size_mb:.1f} MB, {opts.precision}, input {opts.input_dtype}, batch {opts.batch}, "
-          f"opset {opts.opset}) in {result.seconds:.1f} s")
-    if result.verified:
-        print("ONNX Runtime (CPU) vs PyTorch on 4 images:")
-        print(format_differences(result.differences))
-    elif result.note:
-        print(f"not verified: {result.note}")
-    report_tensorrt_check(out, out)
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    AUTO = "auto"
+
+
+class Target(Choice):
+    """`--target`: compile/int8/quantize.TARGETS."""
+
+    TENSORRT = "tensorrt"
+    CPU = "cpu"
+
+
+def command(
+    model: Path = typer.Argument(..., help="FP32 ONNX file from `dualkd-edge export`"),
+    calib: Path = typer.Option(Path("calib_data"), "--calib", help="folder of normal calibration images"),
+    out: Path = typer.Option(..., "--out", help="INT8 (Q/DQ) ONNX file to write"),
+    method: Method = typer.Option("minmax", "--method", help="minmax | percentile | entropy (KL over 2048-bin histograms, "
+                                  "minutes) | auto (with --val: the gate picks between minmax and percentile)"),
+    samples: int = typer.Option(256, "--samples", help="calibration images to use"),
+    target: Target = typer.Option("tensorrt", "--target", help="tensorrt: symmetric INT8, FP16 in between (TensorRT) | "
+                                  "cpu: UINT8 activations, FP32 in between (ONNX Runtime CPU fast path)"),
+    val: Optional[Path] = typer.Option(None, "--val", help="labelled data (MVTec layout) for the accuracy gate and "
+                                       "the mixed-precision search"),
+    max_drop: float = FloatOption(0.5, "--max-drop", help="largest allowed AUROC drop in points (image and pixel)"),
+    max_disagree: Optional[float] = FloatOption(None, "--max-disagree", help="largest share of images whose OK/NG "
+                                                 "decision may change (default 0.03)"),
+    keep_float: Optional[str] = typer.Option(None, "--keep-float", help="auto (default with --val: return the most "
+                                             "sensitive layer groups to float until the gate passes) | none | "
+                                             "group names, e.g. teacher.blocks.0,ee_student"),
+    smooth: Optional[float] = FloatOption(None, "--smooth", help="SmoothQuant alpha (e.g. 0.5): move activation "
+                                           "outliers into the weights, folded into the LayerNorms"),
+    high_precision: Optional[FloatPrecision] = typer.Option(None, "--high-precision", help="what the unquantized layers run in: "
+                                                            "fp16 (default for --target tensorrt) | fp32 (default for cpu)"),
+) -> None:
+    """Static INT8 (Q/DQ, per-channel) with accuracy-driven mixed precision and a gate against FP32."""
+    raise typer.Exit(run_quantize(QuantizeRequest(
+        model=model, calib=calib, out=out, method=value(method), samples=samples, target=value(target),
+        high_precision=value(high_precision), val=val, max_drop=max_drop, max_disagree=max_disagree,
+        keep_float=keep_float, smooth=smooth)))
 
 
 @dataclass
@@ -95,6 +124,8 @@ def run_quantize(req: QuantizeRequest) -> int:
             passed = _quantize_with_gate(req, session, candidate) if req.val else _quantize_ungated(req, session,
                                                                                                   candidate)
         if req.target == "tensorrt":
+            from dualkd_edge.commands.export import report_tensorrt_check
+
             report_tensorrt_check(candidate, out)
         if passed:
             candidate.replace(out)
@@ -121,7 +152,9 @@ def _quantize_ungated(req: QuantizeRequest, session, candidate: Path) -> bool:
         save_onnx_atomic(session.candidate(req.methods[0], kept), candidate)
     comparison = agreement_on_images(req.model, candidate, session.images[:64], str(req.out))
     print("FP32 vs INT8 on calibration images (no --val given, so not gated; pass --val DATA to gate):")
-    print(comparison.format())
+    lines = comparison.format().splitlines()[:-1]  # its PASSED/FAILED line is the comparator's, not a gate's
+    print("\n".join(lines + [f"  beyond the INT8 tolerance: {f}" for f in comparison.failures()]))
+    print("accuracy gate: not gated (no --val DATA given)")
     return True
 
 
@@ -164,30 +197,18 @@ def _quantize_with_gate(req: QuantizeRequest, session, candidate: Path) -> bool:
 def print_step(n: int, step) -> None:
     g = step.gate
     drops = ", ".join(f"{k.replace('_auroc', '')} {g['int8'][k]:.4f} ({-v:+.2f})" for k, v in g["drop_points"].items())
-    d = g["decisions"]
+    d, bound = g["decisions"], g["image_auroc_bound"]["upper"]
     speed = f"; {step.speedup_vs_fp32:.2f}x FP32 speed" if step.speedup_vs_fp32 else ""
     kept = ", ".join(step.kept_float) if step.kept_float else "none"
-    print(f"  step {n} ({step.phase}): {step.method}, float: {kept} | AUROC {drops} | OK/NG differ {d['disagree']} "
-          f"({100 * d['disagree_share']:.1f}%){speed} | {'PASSED' if step.passed else 'failed'}", flush=True)
+    print(f"  step {n} ({step.phase}): {step.method}, float: {kept} | AUROC {drops}, drop bound {bound:.2f} | OK/NG "
+          f"differ {d['disagree']} ({100 * d['disagree_share']:.1f}%, bound {100 * d['upper']:.1f}%){speed} | "
+          f"{'PASSED' if step.passed else 'failed'}", flush=True)
 
 
 def print_gate(gate: dict) -> None:
-    for metric, drop in gate["drop_points"].items():
-        print(f"  {metric:<12} fp32 {gate['fp32'][metric]:.4f}  int8 {gate['int8'][metric]:.4f}  "
-              f"drop {drop:+.2f} points (max {gate['max_drop']})")
-    d = gate["decisions"]
-    print(f"  OK/NG at the deployed threshold: same on {d['agree']}, different on {d['disagree']} "
-          f"({100 * d['disagree_share']:.1f}%, max {100 * d['max_disagree']:.1f}%)")
+    from dualkd_edge.compile.int8.accuracy_gate import gate_lines
 
-
-def report_tensorrt_check(path: Path, shown_as: Path) -> None:
-    """Warn (not fail) when a graph meant for TensorRT breaks one of its rules: the file is still
-    right for ONNX Runtime, and `build` refuses it with the same lines."""
-    from dualkd_edge.artifacts.onnx_files import load_onnx_model
-    from dualkd_edge.compile.tensorrt.rules import PROFILES, check_versions
-
-    lines = check_versions(load_onnx_model(path), list(PROFILES))
-    for line in lines:
-        print(f"warning: {shown_as.name}: {line}")
-    if not lines:
-        print(f"TensorRT check ({', '.join(PROFILES)}): no rule violated")
+    print("  " + ", ".join(f"{metric.replace('_', ' ')} fp32 {gate['fp32'][metric]:.4f} int8 {gate['int8'][metric]:.4f}"
+                           for metric in gate["drop_points"]))
+    for line in gate_lines(gate):  # the upper bounds decide (compile/int8/accuracy_gate.py)
+        print(f"  {line}")

@@ -3,16 +3,55 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
-from dualkd_edge.artifacts import ENGINE_SUFFIXES
+import typer
+
+from dualkd_edge.commands.options import Choice, CudaGraph, FloatOption, value
 from dualkd_edge.errors import UserError
 
 # Without TensorRT, --print-trtexec shows both paths: before and from 10.12 (weak typing deprecated).
 REPRESENTATIVE_VERSIONS = {"TensorRT < 10.12 (JetPack 6: 10.3)": "10.3.0", "TensorRT >= 10.12 and 11": "10.13.0"}
 
 
+class Precision(Choice):
+    """`--precision`: compile/tensorrt/plan.PRECISIONS."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+    BEST = "best"
+
+
+def command(
+    model: Path = typer.Argument(..., help="ONNX file from `dualkd-edge export` or `quantize`"),
+    out: Path = typer.Option(..., "--out", help="engine file to write (.engine / .plan); a .json sidecar goes beside it"),
+    precision: Precision = typer.Option("fp16", "--precision", help="fp32 | fp16 | int8 | best"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration images for INT8 (when the model has no Q/DQ)"),
+    batch: Optional[str] = typer.Option(None, "--batch", help="MIN:OPT:MAX batch profile for dynamic-batch models"),
+    workspace: float = FloatOption(4.0, "--workspace", help="builder workspace limit in GiB"),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="timing cache file, read and updated"),
+    dla: Optional[int] = typer.Option(None, "--dla", help="DLA core (Jetson Orin/Xavier), with GPU fallback"),
+    opt_level: int = typer.Option(3, "--opt-level", help="builder optimization level 0..5"),
+    calib_cache: Optional[Path] = typer.Option(None, "--calib-cache", help="INT8 calibration cache to read/write "
+                                               "(default: beside the engine, named after the model's content)"),
+    no_check: bool = typer.Option(False, "--no-check", help="skip the offline TensorRT rules (`dualkd-edge check`)"),
+    cuda_graph: CudaGraph = False,
+    print_trtexec: bool = typer.Option(False, "--print-trtexec", help="print the equivalent trtexec command"),
+) -> None:
+    """Build a TensorRT engine (strongly typed; implicit INT8 calibration only before TensorRT 10.12),
+    then compare it with its ONNX on real images before it replaces --out."""
+    from dualkd_edge.compile.tensorrt.plan import BuildOptions
+
+    opts = BuildOptions(precision=value(precision), calib=calib, batch=batch, workspace_gib=workspace,
+                        timing_cache=timing_cache, dla_core=dla, optimization_level=opt_level, calib_cache=calib_cache,
+                        check=not no_check, cuda_graph=cuda_graph)
+    raise typer.Exit(run_build(model, out, opts, print_trtexec))
+
+
 def run_build(model: Path, out: Path, opts, print_trtexec: bool) -> int:
     """Exit code: 0, or 1 when the engine disagreed with its ONNX (it is then set aside)."""
+    from dualkd_edge.artifacts import ENGINE_SUFFIXES
     from dualkd_edge.artifacts.onnx_files import load_onnx_model, onnx_metadata
     from dualkd_edge.compile.tensorrt.build import build_engine
 

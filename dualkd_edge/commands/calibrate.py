@@ -5,12 +5,40 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+import typer
+
+from dualkd_edge.commands.options import Decoder, Device, EngineOnnx, FloatOption, Providers, load_options, value
 from dualkd_edge.errors import UserError
 
 log = logging.getLogger("dualkd_edge")
 
 MIN_FRAMES = 20  # below this no spread, and no budget, can be estimated
+
+
+def command(
+    model: Path = typer.Argument(..., help="run directory, .onnx file or TensorRT engine to store the calibration in"),
+    source: str = typer.Argument(..., help="the station's camera, stream, GStreamer pipeline, video or folder, "
+                                 "showing good parts (a commissioning run)"),
+    frames: int = typer.Option(300, "--frames", help="frames to read (a 1% budget needs about 300 for a stable threshold)"),
+    max_fpr: float = FloatOption(0.01, "--max-fpr", help="false-alarm budget on good parts: the threshold keeps the "
+                                 "rate below it with --confidence"),
+    name: Optional[str] = typer.Option(None, "--name", help="STATION name of the calibration (default: from the source); "
+                                       "the same name replaces it"),
+    confidence: float = FloatOption(0.95, "--confidence", help="confidence of the false-alarm bound"),
+    decoder: Decoder = typer.Option("opencv", "--decoder", help="rtsp:// URLs: opencv (FFmpeg) | gstreamer"),
+    read_timeout: float = FloatOption(5.0, "--read-timeout", help="seconds without a frame before a stream counts as lost"),
+    providers: Providers = None,
+    device: Device = "auto",
+    onnx: EngineOnnx = None,
+) -> None:
+    """Commission a station: score good parts from its own camera through infer's capture path, set aside
+    outliers, store a named calibration (score statistics, heat-map range, threshold at a false-alarm budget)."""
+    raise typer.Exit(run_calibrate(CalibrateRequest(
+        model=model, source=source, frames=frames, max_fpr=max_fpr, name=name, confidence=confidence,
+        decoder=value(decoder), read_timeout=read_timeout,
+        load=load_options(device=device, providers=providers, onnx=onnx))))
 
 
 @dataclass

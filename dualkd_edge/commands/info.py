@@ -5,6 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import typer
+
+
+def command(
+    model: Path = typer.Argument(..., help="run directory, .onnx file or TensorRT engine"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON: model_id, calibrations, history, ..."),
+) -> None:
+    """An artifact's identity (model_id), preset, input contract, calibrations, thresholds and history."""
+    raise typer.Exit(run_info(model, json_out))
+
 
 def artifact_info(model: Path) -> dict:
     from dualkd_edge.artifacts import kind_of

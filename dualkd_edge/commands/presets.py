@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from dualkd_edge.presets import PRESETS
-from dualkd_edge.console.tables import text_table
+import importlib
+
+
+def command() -> None:
+    """List the model presets: input geometry, default training steps, parameter counts and GMACs."""
+    print(run())
 
 
 def run() -> str:
+    from dualkd_edge.console.tables import text_table
     from dualkd_edge.model.complexity import count_model
+    from dualkd_edge.presets import PRESETS
 
     rows = []
     try:
-        import torch  # noqa: F401
-
+        importlib.import_module("torch")
         have_torch = True
     except ImportError:
         have_torch = False

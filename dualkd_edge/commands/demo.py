@@ -7,9 +7,10 @@ import shutil
 import time
 from pathlib import Path
 
+import typer
+
+from dualkd_edge.commands.options import FloatOption, Seed
 from dualkd_edge.errors import UserError
-from dualkd_edge.metadata import NOT_PRETRAINED_LABEL
-from dualkd_edge.console.tables import text_table
 
 log = logging.getLogger("dualkd_edge")
 
@@ -17,6 +18,16 @@ MARKER = ".dualkd-edge-demo"
 DEMO_MAX_DROP = 1.0  # points of image AUROC; looser than quantize's 0.5: the demo's test split is small (104 images)
 DEMO_MAX_FPR = 0.01  # the false-alarm budget the station is commissioned for
 COMMISSION_FRAMES = 320  # a 1% budget at 95% confidence needs 299 good frames after outliers (decision/budget.py)
+
+
+def command(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="folder for the generated data and everything made from it"),
+    max_time: float = FloatOption(120.0, "--max-time", help="training time budget in seconds"),
+    steps: int = typer.Option(600, "--steps", help="training steps (fewer if --max-time runs out first)"),
+    seed: Seed = 0,
+) -> None:
+    """Generate a multi-class dataset, train the tiny preset and report image AUROC (CPU, minutes)."""
+    run(out, max_time, steps, seed)
 
 
 def prepare_out(out: Path) -> None:
@@ -33,10 +44,12 @@ def prepare_out(out: Path) -> None:
 
 
 def run(out: Path, max_time: float, steps: int, seed: int) -> dict:
+    from dualkd_edge.console.tables import text_table
     from dualkd_edge.data.discovery import discover_all
     from dualkd_edge.data.synth import generate_dataset
     from dualkd_edge.detector import Detector
     from dualkd_edge.evaluation.evaluate_splits import evaluate
+    from dualkd_edge.metadata import NOT_PRETRAINED_LABEL
     from dualkd_edge.recipes import train_once
 
     t_start = time.perf_counter()
@@ -75,7 +88,7 @@ def run(out: Path, max_time: float, steps: int, seed: int) -> dict:
 def commission_and_stream(out: Path):
     """Commission the station on its own camera (a video of good parts: `dualkd-edge calibrate`), then
     run the line video through model.onnx like `dualkd-edge infer`, and say what the decisions cost."""
-    from dualkd_edge.commands.calibrate_cmd import CalibrateRequest, run_calibrate
+    from dualkd_edge.commands.calibrate import CalibrateRequest, run_calibrate
     from dualkd_edge.data.synth import line_video_defect, write_line_video
     from dualkd_edge.detector import Detector
     from dualkd_edge.fileio import write_json_atomic
@@ -118,10 +131,10 @@ def export_and_quantize(out: Path, data: Path) -> dict:
 
     from dualkd_edge.artifacts import open_backend
     from dualkd_edge.bench.timing import backend_contender, time_side_by_side
+    from dualkd_edge.commands.quantize import QuantizeRequest, run_quantize
     from dualkd_edge.compile.int8.accuracy_gate import accuracy_gate
+    from dualkd_edge.console.tables import text_table
     from dualkd_edge.recipes import deploy
-
-    from dualkd_edge.commands.export_cmd import QuantizeRequest, run_quantize
 
     print("[4/6] exporting one fused ONNX graph, sampling calibration images, quantizing to INT8")
     # The demo runs on the CPU: UINT8 activations take ONNX Runtime's fast U8S8 kernels.

@@ -33,6 +33,7 @@ def to_mixed_fp16(model: onnx.ModelProto, keep_ops: frozenset[str] = frozenset()
         DEFAULT_OP_BLOCK_LIST,
         convert_float_to_float16,
     )
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     # The converter logs every shared initializer at INFO; its casts are correct either way.
     logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.WARNING)
@@ -43,9 +44,10 @@ def to_mixed_fp16(model: onnx.ModelProto, keep_ops: frozenset[str] = frozenset()
         op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | FP32_OPS | keep_ops),
         node_block_list=fp32_nodes(model),
     )
-    ordered = topological_order(list(mixed.graph.node), mixed.graph)  # types are inferred in order
-    del mixed.graph.node[:]
-    mixed.graph.node.extend(ordered)
+    # The converter appends its input casts at the end, which onnx's checker and TensorRT's parser
+    # reject: ONNX Runtime's own sort puts every node after its inputs' producers (types are then
+    # inferred in order), deterministically.
+    OnnxModel.graph_topological_sort(mixed.graph, is_deterministic=True)
     return drop_fp16_round_trips(mixed)
 
 
@@ -91,23 +93,3 @@ def drop_fp16_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(keep)  # still in order: inputs were only redirected to earlier tensors
     return model
-
-
-def topological_order(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Nodes in an order where every input is produced before it is used (ONNX requires it; the
-    converter appends its input casts at the end, which TensorRT's parser and onnx's checker reject).
-    Stable: nodes already in order keep it."""
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(nodes), []
-    while pending:
-        waiting = []
-        for node in pending:
-            if all(i in available for i in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                waiting.append(node)
-        if len(waiting) == len(pending):
-            raise ValueError(f"graph has a cycle or a missing input at node {waiting[0].name}")
-        pending = waiting
-    return ordered

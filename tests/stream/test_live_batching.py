@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import run_cli
 
 from support.stream_servers import MjpegServer, write_video

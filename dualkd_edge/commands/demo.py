@@ -163,6 +163,8 @@ def export_and_quantize(out: Path, data: Path) -> dict:
     for r in rows:
         r.append(f"{base / r[3]:.2f}x")
     print(text_table(["model", "image AUROC", "pixel AUROC", "p50 ms", "p99 ms", "img/s", "speed-up"], rows))
-    print(f"      INT8 accuracy gate (max drop {DEMO_MAX_DROP:g} point, OK/NG agreement >= 97%; mixed precision chosen "
-          f"on the test split): {'PASSED' if passed else 'FAILED'}")
+    print(f"      INT8 accuracy gate (95% upper bounds: AUROC drop <= {DEMO_MAX_DROP:g} point, OK/NG changes <= 3%; "
+          f"mixed precision chosen on the test split): {'PASSED' if passed else 'FAILED'}"
+          + ("" if passed or gate.get("provable", True) else
+             " (the demo's test split is too small to prove any model within budget: see `quantize --val`)"))
     return {"gate": gate, "latency_rows": rows}

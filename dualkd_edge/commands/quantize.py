@@ -39,9 +39,10 @@ def command(
                                   "cpu: UINT8 activations, FP32 in between (ONNX Runtime CPU fast path)"),
     val: Optional[Path] = typer.Option(None, "--val", help="labelled data (MVTec layout) for the accuracy gate and "
                                        "the mixed-precision search"),
-    max_drop: float = FloatOption(0.5, "--max-drop", help="largest allowed AUROC drop in points (image and pixel)"),
+    max_drop: float = FloatOption(0.5, "--max-drop", help="largest allowed AUROC drop in points: the 95% upper bound "
+                                  "of the image AUROC drop (paired bootstrap), the pixel AUROC drop itself"),
     max_disagree: Optional[float] = FloatOption(None, "--max-disagree", help="largest share of images whose OK/NG "
-                                                 "decision may change (default 0.03)"),
+                                                 "decision may change: its 95% upper bound (default 0.03)"),
     keep_float: Optional[str] = typer.Option(None, "--keep-float", help="auto (default with --val: return the most "
                                              "sensitive layer groups to float until the gate passes) | none | "
                                              "group names, e.g. teacher.blocks.0,ee_student"),

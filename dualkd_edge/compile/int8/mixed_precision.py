@@ -7,7 +7,11 @@
    anomaly map move, in units of the calibration sigma of each branch (the scale the calibrated
    probability sees).
 2. Search: starting from all-INT8, the most sensitive group is returned to float, then the next,
-   until the candidate passes the gate on the validation data (AUROC drop and OK/NG agreement).
+   until the candidate passes the gate on the validation data: the one-sided 95% upper bounds of
+   the image-AUROC drop and of the OK/NG disagreement within budget (`accuracy_gate.judge`), not
+   their point estimates, so a group stays INT8 only when the data show it is harmless. When the
+   validation set is too small for any candidate to pass (even zero disagreements bound the rate
+   above the budget) the search stops after all-INT8: returning groups to float cannot help.
 3. Pruning: a proxy ranking can keep groups in float that did not matter; each kept group is
    tried back in INT8 (least sensitive first) and stays INT8 when the gate still passes.
 Each step is reported with what it kept in float, its accuracy and (CPU target) its latency
@@ -43,6 +47,8 @@ class SearchStep:
     def to_dict(self) -> dict:
         return {"method": self.method, "kept_float": self.kept_float, "passed": self.passed,
                 "drop_points": self.gate["drop_points"], "decisions": self.gate["decisions"],
+                "image_auroc_bound": self.gate["image_auroc_bound"],
+                "point_estimate_passed": self.gate["point_estimate_passed"],
                 "image_auroc": self.gate["int8"].get("image_auroc"), "pixel_auroc": self.gate["int8"].get("pixel_auroc"),
                 "speedup_vs_fp32": self.speedup_vs_fp32, "phase": self.phase}
 
@@ -135,8 +141,8 @@ class MixedPrecisionSearch:
             result.steps.append(step)
             report(step)
             steps.append(step)
-        best = min(steps, key=lambda s: (not s.passed, max(s.gate["drop_points"].values()),
-                                         s.gate["decisions"]["disagree_share"]))
+        best = min(steps, key=lambda s: (not s.passed, s.gate["image_auroc_bound"]["upper"],
+                                         max(s.gate["drop_points"].values()), s.gate["decisions"]["upper"]))
         return best.method
 
     def run(self, methods: list[str], keep_float_auto: bool, report=lambda step: None) -> SearchResult:
@@ -147,7 +153,7 @@ class MixedPrecisionSearch:
             first = self.step(method, [], "all-int8")
             result.steps.append(first)
             report(first)
-        if first.passed or not keep_float_auto:
+        if first.passed or not keep_float_auto or not first.gate["provable"]:
             result.chosen = first if first.passed else None
             return result
         result.sensitivity = group_sensitivity(self.session, method,

@@ -10,7 +10,6 @@ not after a power cycle."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -42,18 +41,23 @@ def _launch(model: Path, providers: list[str] | None, threads: int | None) -> di
     return report
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+def _status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (Linux), in MiB; NaN elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return float("nan")
 
 
 def _peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """VmHWM, the peak RSS of this process's own memory. Not getrusage's ru_maxrss: Linux carries
+    that over from the parent across fork + exec, so every child would report at least the bench's
+    own size."""
+    return _status_mib("VmHWM")
 
 
 def _child(model: str, providers: list[str] | None, threads: int) -> None:
@@ -66,7 +70,7 @@ def _child(model: str, providers: list[str] | None, threads: int) -> None:
     frame = np.full((480, 640, 3), 128, np.uint8)  # a VGA camera frame: resize and crop included
     det.predict([frame])
     decided_at = time.time()
-    rss_first = _rss_mib() if os.path.exists("/proc/self/status") else float("nan")
+    rss_first = _status_mib("VmRSS")
     for _ in range(SCORED_AFTER_FIRST):
         det.predict([frame])
     print(json.dumps({"decided_at": decided_at, "rss_first_mib": rss_first, "peak_rss_mib": _peak_rss_mib()}))

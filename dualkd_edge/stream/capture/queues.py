@@ -40,7 +40,7 @@ class LiveFrameQueue:
 
     The interface is the part of queue.Queue the pipeline uses: put_nowait, get_nowait, empty."""
 
-    def __init__(self, capacity: int = 8, behind_s: float = 1.0) -> None:
+    def __init__(self, capacity: int = 32, behind_s: float = 1.0) -> None:
         self.capacity = capacity
         self.behind_s = behind_s
         self._items: deque = deque()

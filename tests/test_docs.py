@@ -50,8 +50,8 @@ _HTML_ANCHOR = re.compile(r"""<[a-z]+\b[^>]*?\b(?:id|name)\s*=\s*["']([^"']+)["'
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
-def prose_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, line) outside fenced code blocks, with inline code spans removed."""
+def outside_fences(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of the lines outside fenced code blocks."""
     lines, fence = [], None
     for number, line in enumerate(text.splitlines(), 1):
         match = _FENCE.match(line)
@@ -62,8 +62,13 @@ def prose_lines(text: str) -> list[tuple[int, str]]:
                 fence = None
             continue
         if fence is None:
-            lines.append((number, _CODE_SPAN.sub("", line)))
+            lines.append((number, line))
     return lines
+
+
+def prose_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) outside fenced code blocks, with inline code spans removed."""
+    return [(number, _CODE_SPAN.sub("", line)) for number, line in outside_fences(text)]
 
 
 def slug(heading: str) -> str:
@@ -80,17 +85,7 @@ def anchors(path: Path) -> set[str]:
     text = path.read_text(encoding="utf-8")
     found: set[str] = set()
     seen: dict[str, int] = {}
-    fence = None
-    for line in text.splitlines():
-        match = _FENCE.match(line)
-        if match:
-            if fence is None:
-                fence = match.group(1)
-            elif match.group(1) == fence:
-                fence = None
-            continue
-        if fence is not None:
-            continue
+    for _, line in outside_fences(text):
         heading = _HEADING.match(line)
         if heading:
             base = slug(heading.group(2))

@@ -147,12 +147,13 @@ class StreamRunner:
         self.model_id = detector.model_id
         self.watcher = None  # decision.hot_swap.ModelWatcher, when watch() was called
         self.swaps: list[dict] = []
-        self.inline_sinks = [s for s in self.sinks if not s.off_thread]
-        self.file_outputs = FileOutputWorker([s for s in self.sinks if s.off_thread], self._output_failed)
         self.stop = threading.Event()
         self.interrupted = False
         self.output_errors: list[str] = []  # an output that failed (disk full...) stops the run
         self._failed_sinks: set[int] = set()
+        self.inline_sinks = [s for s in self.sinks if not s.off_thread]
+        self.file_outputs = FileOutputWorker([s for s in self.sinks if s.off_thread], self._output_failed,
+                                             self._failed_sinks)
         self.latencies: dict[str, StageLatencies] = {s: StageLatencies() for s in STAGES}
         self.frames = self.anomalies = 0
         self.workers: list[CaptureWorker] = []

@@ -40,14 +40,15 @@ class LiveFrameQueue:
 
     The interface is the part of queue.Queue the pipeline uses: put_nowait, get_nowait, empty."""
 
-    def __init__(self, capacity: int = 32, behind_s: float = 1.0) -> None:
+    def __init__(self, capacity: int = 32, behind_s: float = 1.0, drops: dict[str, int] | None = None) -> None:
         self.capacity = capacity
         self.behind_s = behind_s
         self._items: deque = deque()
         self._lock = threading.Lock()
         self._backlog_since: float | None = None  # monotonic time the queue last became non-empty
         self._taken = False  # the pipeline has taken a frame
-        self.drops = dict.fromkeys(DROP_CAUSES, 0)
+        # cause -> frames dropped; a capture thread passes its SourceStats' tally, counted in place
+        self.drops = dict.fromkeys(DROP_CAUSES, 0) if drops is None else drops
 
     def put_nowait(self, item: object) -> int:
         """Add `item`; returns how many older frames were dropped for it."""

@@ -126,7 +126,8 @@ class CaptureWorker(threading.Thread):
         self.stats = SourceStats(spec.name, spec.live)
         # Live: a short burst is buffered, newest-wins only when behind (LiveFrameQueue); files: the
         # capture waits for the pipeline (nothing is ever dropped).
-        self.queue = LiveFrameQueue() if spec.live else queue.Queue(maxsize=queue_size)
+        self.queue = (LiveFrameQueue(drops=self.stats.dropped_by_cause) if spec.live
+                      else queue.Queue(maxsize=queue_size))
         self.finished = threading.Event()
         self.fps: float | None = None
         self.last_delivery: float | None = None  # perf_counter() of the last frame handed over
@@ -135,10 +136,7 @@ class CaptureWorker(threading.Thread):
     def _deliver(self, frame: Frame) -> None:
         self.last_delivery = frame.t_ready
         if self.spec.live:
-            before = dict(self.queue.drops)
-            self.stats.dropped += self.queue.put_nowait(frame)
-            for cause, count in self.queue.drops.items():
-                self.stats.dropped_by_cause[cause] += count - before[cause]
+            self.stats.dropped += self.queue.put_nowait(frame)  # by cause: counted in stats by the queue
             return
         while not self.stop_event.is_set():
             try:

@@ -24,13 +24,15 @@ _DONE = object()
 
 
 class FileOutputWorker(threading.Thread):
-    def __init__(self, sinks: list[Sink], on_error: Callable[[Sink, OSError], None],
+    def __init__(self, sinks: list[Sink], on_error: Callable[[Sink, OSError], None], failed: set[int],
                  capacity: int = QUEUE_FRAMES) -> None:
+        """`on_error` records a sink that could not write in `failed` (the runner's set of ids), which
+        then gets no more frames."""
         super().__init__(name="file-outputs", daemon=True)
         self.sinks = sinks
         self.on_error = on_error
         self.queue: queue.Queue = queue.Queue(maxsize=capacity)
-        self.failed: set[int] = set()
+        self.failed = failed
         self.latency = StageLatencies()  # time the sinks took per frame, off the inference thread
         self.waits = 0  # times the pipeline waited for a full queue
         self.wait_ms = 0.0
@@ -53,7 +55,6 @@ class FileOutputWorker(threading.Thread):
                 try:
                     sink.write(result)
                 except OSError as exc:
-                    self.failed.add(id(sink))
                     self.on_error(sink, exc)
             self.latency.add((time.perf_counter() - t0) * 1e3)
 

@@ -228,7 +228,12 @@ def test_modbus_registers_follow_the_decisions_across_a_plc_power_cycle(model, t
     writes = plc.writes()
     counters = [w["values"][1] for w in writes if w["table"] == "holding"]
     assert counters == sorted(counters) and len(set(counters)) >= d.delivered >= 20
-    assert 0 < sum(w["table"] == "coil" for w in writes) == len(counters)  # coil and registers per decision
+    # Each decision writes the coil, then the registers (the counter last, as the PLC's "new decision" signal):
+    # every register write follows a coil write, and a power cut between the two leaves a coil-only write
+    # that the retry repeats, never more of them than there were failed writes.
+    tables = [w["table"] for w in writes]
+    assert all(i > 0 and tables[i - 1] == "coil" for i, t in enumerate(tables) if t == "holding")
+    assert 0 <= tables.count("coil") - len(counters) <= d.reconnects + d.failed
 
 
 @pytest.mark.servers

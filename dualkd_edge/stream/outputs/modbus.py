@@ -98,16 +98,20 @@ class ModbusSink(QueuedSink):
         """Connected means the PLC answered: a peer that accepts TCP but never replies is not one."""
         if not self.client.connected and not self.client.connect():
             raise ConnectionError("cannot connect")
-        for reply in (self.client.write_coil(NG_COIL, bool(record["is_anomaly"]), device_id=self.target.unit),
-                      self.client.write_registers(SCORE_REGISTER, registers_for(record),
-                                                  device_id=self.target.unit)):
-            if reply.isError():
-                raise RuntimeError(f"the PLC answered {reply}")
+        # The coil first, the registers (with the counter) last: the PLC takes a changed counter as "a new
+        # decision is complete", so it never reads a new counter beside the previous decision's coil.
+        self._check(self.client.write_coil(NG_COIL, bool(record["is_anomaly"]), device_id=self.target.unit))
+        self._check(self.client.write_registers(SCORE_REGISTER, registers_for(record), device_id=self.target.unit))
         if self.lost and self.ever_connected:
             self.count("reconnects")
             log.info("modbus %s: reconnected", self.target.display)
         self.lost, self.ever_connected = False, True
         self.delivery.connected = True
+
+    @staticmethod
+    def _check(reply) -> None:
+        if reply.isError():
+            raise RuntimeError(f"the PLC answered {reply}")
 
     def _lost(self, exc: Exception) -> None:
         self.delivery.last_error = f"{type(exc).__name__}: {exc}"

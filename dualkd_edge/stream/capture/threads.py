@@ -117,7 +117,7 @@ def open_capture(spec: SourceSpec, policy: RetryPolicy, stats: SourceStats | Non
 
 class CaptureWorker(threading.Thread):
     def __init__(self, index: int, spec: SourceSpec, stop: threading.Event, policy: RetryPolicy,
-                 queue_size: int = 2) -> None:
+                 queue_size: int = 2, arrived: threading.Event | None = None) -> None:
         super().__init__(name=f"capture-{index}", daemon=True)
         self.index = index
         self.spec = spec
@@ -131,16 +131,20 @@ class CaptureWorker(threading.Thread):
         self.finished = threading.Event()
         self.fps: float | None = None
         self.last_delivery: float | None = None  # perf_counter() of the last frame handed over
+        # Set after every frame handed over and at the end: the pipeline sleeps on it instead of polling.
+        self.arrived = arrived if arrived is not None else threading.Event()
 
     # -- delivery -------------------------------------------------------------------------------
     def _deliver(self, frame: Frame) -> None:
         self.last_delivery = frame.t_ready
         if self.spec.live:
             self.stats.dropped += self.queue.put_nowait(frame)  # by cause: counted in stats by the queue
+            self.arrived.set()
             return
         while not self.stop_event.is_set():
             try:
                 self.queue.put(frame, timeout=0.1)
+                self.arrived.set()
                 return
             except queue.Full:
                 continue
@@ -163,6 +167,7 @@ class CaptureWorker(threading.Thread):
             log.error("%s: %s", self.spec.name, exc)
         finally:
             self.finished.set()
+            self.arrived.set()
 
     def _run_files(self) -> None:
         images, others = image_files_only(self.spec.files)

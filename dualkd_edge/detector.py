@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -11,8 +11,8 @@ import numpy as np
 
 from dualkd_edge.artifacts import LoadOptions, open_backend
 from dualkd_edge.decision.calibrations import ActiveCalibration, select_calibration
-from dualkd_edge.metadata import ArtifactMetadata
-from dualkd_edge.preprocess import ensure_bgr, map_to_image, prepare_batch
+from dualkd_edge.metadata import ArtifactMetadata, InputSpec
+from dualkd_edge.preprocess import ensure_bgr, map_to_image, prepare_batch, views_to_input
 from dualkd_edge.runtime.base import Backend
 
 log = logging.getLogger("dualkd_edge")
@@ -24,10 +24,21 @@ class Prediction:
     local_score: float
     semantic_score: float
     is_anomaly: bool
-    # float32, the image's own HxW; where a crop kept part of the image from the model, the smallest
-    # value of the scored part (preprocess.map_to_image)
-    anomaly_map: np.ndarray
     score_logit: float  # -log(1 - score): same order, no saturation at 1.0; rank by this
+    # The map as the model made it, and what `anomaly_map` needs to bring it to the image's size.
+    model_map: np.ndarray = field(repr=False)
+    image_size: tuple[int, int] = (0, 0)  # (height, width)
+    input_spec: InputSpec | None = field(default=None, repr=False)
+    _anomaly_map: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def anomaly_map(self) -> np.ndarray:
+        """float32, the image's own HxW; where a crop kept part of the image from the model, the smallest
+        value of the scored part (preprocess.map_to_image). Made when first asked for: the OK/NG decision
+        does not need it, and at 1080p the resize costs more than a small model's post-processing."""
+        if self._anomaly_map is None:
+            self._anomaly_map = map_to_image(self.model_map, self.input_spec, *self.image_size)
+        return self._anomaly_map
 
     def to_dict(self) -> dict:
         return {"score": self.score, "score_logit": self.score_logit, "local_score": self.local_score,
@@ -101,6 +112,13 @@ class Detector:
         tensor = self.backend.pad_to_fixed_batch(prepare_batch(images, self.meta.input))
         return PreparedBatch(tensor, len(images), [img.shape[:2] for img in images])
 
+    def prepare_views(self, views: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> PreparedBatch:
+        """`prepare` for images already made into what the model sees (preprocess.to_model_view, e.g. on
+        a stream's capture thread: the resize of a camera frame no longer waits on inference);
+        `sizes`: the images' own heights and widths."""
+        tensor = self.backend.pad_to_fixed_batch(views_to_input(views, self.meta.input))
+        return PreparedBatch(tensor, len(views), list(sizes))
+
     def run(self, batch: PreparedBatch) -> dict[str, np.ndarray]:
         """Model outputs at model resolution for the batch's real images."""
         return {k: v[:batch.count] for k, v in self.backend.infer(batch.tensor).items()}
@@ -122,8 +140,10 @@ class Detector:
                 local_score=float(outputs["local_score"][i]),
                 semantic_score=float(outputs["semantic_score"][i]),
                 is_anomaly=bool(score >= chosen.threshold),
-                anomaly_map=map_to_image(outputs["anomaly_map"][i, 0], self.meta.input, h, w),
                 score_logit=logit,
+                model_map=outputs["anomaly_map"][i, 0].copy(),  # a backend may reuse its output buffers
+                image_size=(h, w),
+                input_spec=self.meta.input,
             ))
         return preds
 

@@ -56,10 +56,16 @@ def to_model_view(img_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 def prepare_batch(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
     """BGR uint8 images of any size -> the model's input batch (float NCHW or uint8 NHWC)."""
-    views = np.stack([to_model_view(img, spec) for img in images])
+    return views_to_input([to_model_view(img, spec) for img in images], spec)
+
+
+def views_to_input(views: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
+    """What the model sees (`to_model_view` of each image, made beforehand, e.g. on a capture
+    thread) -> the model's input batch."""
+    batch = np.stack(views)
     if spec.dtype == "uint8":
-        return np.ascontiguousarray(views)
-    return normalize_nhwc_bgr(views, spec.mean, spec.std)
+        return batch
+    return normalize_nhwc_bgr(batch, spec.mean, spec.std)
 
 
 def scored_box(spec: InputSpec, height: int, width: int) -> tuple[int, int, int, int]:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from dualkd_edge.commands.options import CudaGraph, EngineOnnx, FloatOption, Providers, load_options
+from dualkd_edge.commands.options import CudaGraph, EngineOnnx, FloatOption, Providers, Threads, load_options
 from dualkd_edge.errors import UserError
 
 
@@ -18,7 +18,7 @@ def command(
     warmup: int = typer.Option(10, "--warmup", help="untimed iterations first"),
     iters: Optional[int] = typer.Option(None, "--iters", help="timed runs per model, at least (default 50); several models are timed in alternating rounds"),
     min_time: Optional[float] = FloatOption(None, "--min-time", help="time each model at least this many seconds instead"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (ONNX Runtime intra-op / PyTorch)"),
+    threads: Threads = None,
     providers: Providers = None,
     source: Optional[str] = typer.Option(None, "--source", help="video or stream for end-to-end timing of the infer pipeline"),
     val: Optional[Path] = typer.Option(None, "--val", help="labelled data: adds the accuracy of each model"),

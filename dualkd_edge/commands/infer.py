@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,11 +17,14 @@ from dualkd_edge.commands.options import (
     EngineOnnx,
     FloatOption,
     Providers,
+    Threads,
     load_options,
     value,
 )
 from dualkd_edge.commands.signals import reload_on_sighup, stop_on_signals
 from dualkd_edge.errors import UserError
+
+log = logging.getLogger("dualkd_edge")
 
 
 class SaveImages(Choice):
@@ -104,6 +108,7 @@ def command(
     mqtt_key: MqttKey = None,
     webhook_file: WebhookFile = None,
     providers: Providers = None,
+    threads: Threads = None,
     device: Device = "auto",
     onnx: EngineOnnx = None,
     cuda_graph: CudaGraph = False,
@@ -152,6 +157,7 @@ class InferRequest:
     mqtt_key: Path | None
     webhook_file: Path | None
     providers: list[str] | None
+    threads: int | None
     device: str
     onnx: Path | None
     cuda_graph: bool
@@ -200,7 +206,8 @@ class InferRequest:
 
 def run(req: InferRequest) -> int:
     opts, line = req.stream_options(), req.line_options()
-    load = load_options(device=req.device, providers=req.providers, onnx=req.onnx, cuda_graph=req.cuda_graph)
+    load = load_options(device=req.device, providers=req.providers, onnx=req.onnx, cuda_graph=req.cuda_graph,
+                        threads=req.threads)
     model, source = req.model_and_source()
     return run_infer(model, source, opts, load, req.threshold, line, req.watch)
 
@@ -226,6 +233,17 @@ def open_detector(model, load, threshold: float | None, calibration: str | None 
         raise
 
 
+def leave_a_core_for_file_outputs(load, opts):
+    """Painting and encoding overlays run on their own thread; without --threads, the model then gets
+    every core but one, so that thread has a core to run on."""
+    from dualkd_edge.stream.outputs.file_worker import model_threads_beside_file_outputs
+
+    if load.threads is not None or not opts.paints_files or (threads := model_threads_beside_file_outputs()) is None:
+        return load
+    log.info("model: %d CPU thread(s), one core left for the overlay images / video (--threads to choose)", threads)
+    return replace(load, threads=threads)
+
+
 def run_infer(model, source: str, opts, load, threshold: float | None = None, line=None, watch: bool = True) -> int:
     """Exit code: 0; 1 when a source failed, was lost for good or gave nothing usable; 2 (an
     error) when an output failed: the run then stops, and says what it kept. `model`: a Path, or a
@@ -249,6 +267,7 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     if isinstance(model, Path):
         inputs["MODEL"] = model
     check_outputs(folders=folders, appends=appends, inputs=inputs)
+    load = leave_a_core_for_file_outputs(load, opts)
     det = open_detector(model, load, threshold, opts.calibration)
     runner = None
     try:

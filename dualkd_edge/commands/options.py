@@ -69,6 +69,10 @@ Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (PyTorc
 Providers = Annotated[Optional[List[str]], typer.Option(
     "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu")]
 
+# CPU threads of the model: fewer than the cores leaves one to the camera decoder and the file outputs.
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, help="CPU threads of the model (ONNX Runtime intra-op / PyTorch; default: all cores)")]
+
 # TensorRT engines: the ONNX file an outside engine came from, and CUDA graphs.
 EngineOnnx = Annotated[Optional[Path], typer.Option(
     "--onnx", help="for a TensorRT engine built outside dualkd-edge (trtexec): the ONNX file it was built from; "

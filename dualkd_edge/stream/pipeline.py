@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from dualkd_edge.decision.calibrations import ActiveCalibration
@@ -20,6 +21,7 @@ from dualkd_edge.decision.hot_swap import warm_up
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
 from dualkd_edge.output_paths import describe_os_error
+from dualkd_edge.preprocess import to_model_view
 from dualkd_edge.stream.capture.threads import CaptureWorker, Frame, RetryPolicy, prepare_source
 from dualkd_edge.stream.outputs.file_worker import FileOutputWorker
 from dualkd_edge.stream.results import FrameResult
@@ -83,6 +85,11 @@ class StreamOptions:
             raise UserError("--defect-types: the list the review page offers; add --review DIR")
         if self.save_masks and self.save_images == "none":
             raise UserError("--save-masks: masks are written beside the saved images; add --save-images anomalies or all")
+
+    @property
+    def paints_files(self) -> bool:
+        """Overlay images or video are written (the costly file outputs: painting, encoding)."""
+        return self.out is not None and (self.save_video or self.save_images != "none")
 
     def output_locations(self) -> tuple[dict[str, Path | None], dict[str, Path | None]]:
         """(folders, appended files) these options write to, for the checks before a run."""
@@ -294,7 +301,8 @@ class StreamRunner:
     def _score(self, batch: list[tuple[CaptureWorker, Frame]]) -> list[FrameResult]:
         """The Detector's three stages, each timed (per frame: the batch's time over its size)."""
         t0 = time.perf_counter()
-        prepared = self.det.prepare([f.image for _, f in batch])
+        frames = [f for _, f in batch]  # their views were made by the capture threads (run())
+        prepared = self.det.prepare_views([f.view for f in frames], [f.image.shape[:2] for f in frames])
         t1 = time.perf_counter()
         outputs = self.det.run(prepared)
         t2 = time.perf_counter()
@@ -308,7 +316,7 @@ class StreamRunner:
         results = []
         for (worker, frame), pred, cal in zip(batch, preds, cals):
             result = FrameResult(frame, worker.spec.name, worker.fps, pred, cal.threshold,
-                                 {"decode_ms": frame.decode_ms, **stage}, live_fps,
+                                 {"decode_ms": frame.decode_ms, "resize_ms": frame.resize_ms, **stage}, live_fps,
                                  self._painter_for(self.det, cal) if self._wants_pictures else None,
                                  self.model_id, cal.name)
             self._watch_drift(worker.index, result, cal)
@@ -382,8 +390,11 @@ class StreamRunner:
 
         # The model's first inference (session set-up, memory) happens before any camera opens.
         warm_up(self.det, self.opts.batch, check=False)
-        workers = self.workers = [CaptureWorker(i, s, self.stop, self.opts.retry, arrived=self._arrived)
-                                  for i, s in enumerate(self.specs)]
+        # Each capture thread also resizes its frames to the model's input (the same for every model
+        # a hot swap may bring: check_replacement), beside the inference of the previous frame.
+        make_view = partial(to_model_view, spec=self.det.meta.input)
+        workers = self.workers = [CaptureWorker(i, s, self.stop, self.opts.retry, arrived=self._arrived,
+                                                make_view=make_view) for i, s in enumerate(self.specs)]
         t_begin = time.perf_counter()
         outputs: list[str] = []
         if self.file_outputs.sinks:

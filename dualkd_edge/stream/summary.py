@@ -11,7 +11,7 @@ from dualkd_edge.console.tables import text_table
 from dualkd_edge.stream.capture.queues import DROP_CAUSES
 
 # output: drawing and writing overlays and records (sinks); e2e also holds the queue wait.
-STAGES = ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "output_ms", "e2e_ms")
+STAGES = ("decode_ms", "resize_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "output_ms", "e2e_ms")
 
 
 RECENT_LATENCIES = 20_000  # per stage: the window behind p50 / p99 (a line runs for days; memory stays flat)

@@ -43,7 +43,7 @@ def test_video_file_every_frame_in_order(model, tmp_path):
         assert 0 <= r["score"] <= 1 and r["is_anomaly"] == (r["score"] >= r["threshold"])
         # -log(1 - score), checked where the 6-digit rounding of score leaves it well defined
         assert r["score_logit"] == pytest.approx(-math.log1p(-r["score"]), rel=1e-3, abs=1e-4) or r["score"] > 0.99
-        assert set(r["latency_ms"]) == {"decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "output_ms",
+        assert set(r["latency_ms"]) == {"decode_ms", "resize_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "output_ms",
                                            "e2e_ms"}
         # the decision's times: overlays and files are written off the inference thread, timed apart
         assert r["latency_ms"]["e2e_ms"] >= r["latency_ms"]["inference_ms"] > 0

@@ -176,6 +176,13 @@ def test_cpu_target_uses_uint8_activations_and_tensorrt_refuses_it(exports, smal
     activation_zero_points = [i for i in model.graph.initializer if i.name.endswith("_zero_point")
                               and i.data_type == onnx.TensorProto.UINT8]
     assert activation_zero_points, "UINT8 activations expected for the CPU target"
+    # attention's activation x activation MatMuls stay float: no faster in integer on ONNX Runtime's CPU
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    weights = {i.name for i in model.graph.initializer}
+    weights |= {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
+    attention = [n for n in model.graph.node if n.op_type == "MatMul" and not set(n.input) & weights]
+    assert attention and all(producer.get(i) != "DequantizeLinear" for n in attention for i in n.input)
+    assert read_metadata(result.path).export["quantization"]["attention_matmuls"] == "float"
     with pytest.raises(UserError, match="--target tensorrt"):
         plan_build(read_metadata(result.path), BuildOptions(precision="int8"), "10.13.0", 1, result.path)
 

@@ -56,6 +56,14 @@ def float_nodes(proto, keep_float: set[str]) -> list[str]:
     return names
 
 
+def activation_matmuls(proto) -> list[str]:
+    """MatMuls of two activations (attention's Q.K^T and weights.V): no weight among their inputs."""
+    constants = {t.name for t in proto.graph.initializer}
+    constants |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in proto.graph.node
+            if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
+
+
 def resolve_group_names(proto, requested: list[str]) -> set[str]:
     """User-given group names (exact, or a prefix like "teacher" for all its groups)."""
     from dualkd_edge.errors import UserError

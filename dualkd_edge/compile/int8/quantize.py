@@ -30,7 +30,7 @@ from dualkd_edge.artifacts.onnx_files import (
     set_onnx_metadata,
 )
 from dualkd_edge.compile.int8.calibration_batches import CalibrationBatches
-from dualkd_edge.compile.int8.layer_groups import QUANTIZED_OPS, float_nodes, layer_groups
+from dualkd_edge.compile.int8.layer_groups import QUANTIZED_OPS, activation_matmuls, float_nodes, layer_groups
 from dualkd_edge.errors import UserError
 
 log = logging.getLogger("dualkd_edge")
@@ -144,6 +144,13 @@ class QuantizationSession:
 
         symmetric = self.opts.target == "tensorrt"
         out = self.workdir / "candidate.onnx"
+        excluded = float_nodes(self.pre_proto, set(keep_float))
+        if self.opts.target == "cpu":
+            # ONNX Runtime's CPU kernels run attention's activation x activation MatMuls no faster in
+            # integer (MatMulIntegerToFloat / QLinearMatMul at 257 tokens) and each needs both inputs
+            # quantized on the fly plus its scale as a separate Mul (the float graph fuses it): kept in
+            # float, edge-s224 INT8 drops 60 QuantizeLinear and 34 Mul (benchmarks/results/int8-profile-*).
+            excluded += activation_matmuls(self.pre_proto)
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
                 str(self.pre), str(out), None,
@@ -153,7 +160,7 @@ class QuantizationSession:
                 activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=_calibration_method(method),
-                nodes_to_exclude=float_nodes(self.pre_proto, set(keep_float)),
+                nodes_to_exclude=excluded,
                 calibration_cache_path=str(self.ranges(method)),
                 # Output quantization off: a MatMul output feeding Softmax or a residual Add stays float.
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
@@ -185,6 +192,7 @@ class QuantizationSession:
                           "bias": "float" if symmetric else "int32",
                           "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
                           "kept_float": kept, "smoothing_alpha": self.opts.smooth,
+                          "attention_matmuls": "int8" if symmetric else "float",
                           "quantized_groups": len(self.groups) - len(kept), "groups": len(self.groups)})
         set_onnx_metadata(qproto, new_meta)
 

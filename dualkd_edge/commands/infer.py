@@ -233,12 +233,16 @@ def open_detector(model, load, threshold: float | None, calibration: str | None 
         raise
 
 
-def leave_a_core_for_file_outputs(load, opts):
-    """Painting and encoding overlays run on their own thread; without --threads, the model then gets
-    every core but one, so that thread has a core to run on."""
+def leave_a_core_for_file_outputs(load, opts, specs):
+    """Painting and encoding overlays run on their own thread; without --threads, a run of files only
+    (read as fast as they can be scored: throughput first) gives the model every core but one, so that
+    thread has a core to run on. A live camera keeps every core: its pace leaves the output thread
+    room between frames, and each decision's latency is what counts there."""
     from dualkd_edge.stream.outputs.file_worker import model_threads_beside_file_outputs
 
-    if load.threads is not None or not opts.paints_files or (threads := model_threads_beside_file_outputs()) is None:
+    if load.threads is not None or not opts.paints_files or any(s.live for s in specs):
+        return load
+    if (threads := model_threads_beside_file_outputs()) is None:
         return load
     log.info("model: %d CPU thread(s), one core left for the overlay images / video (--threads to choose)", threads)
     return replace(load, threads=threads)
@@ -267,7 +271,7 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     if isinstance(model, Path):
         inputs["MODEL"] = model
     check_outputs(folders=folders, appends=appends, inputs=inputs)
-    load = leave_a_core_for_file_outputs(load, opts)
+    load = leave_a_core_for_file_outputs(load, opts, specs)
     det = open_detector(model, load, threshold, opts.calibration)
     runner = None
     try:

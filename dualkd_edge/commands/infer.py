@@ -233,14 +233,15 @@ def open_detector(model, load, threshold: float | None, calibration: str | None 
         raise
 
 
-def leave_a_core_for_file_outputs(load, opts, specs):
+def leave_a_core_for_file_outputs(load, opts, specs, model):
     """Painting and encoding overlays run on their own thread; without --threads, a run of files only
     (read as fast as they can be scored: throughput first) gives the model every core but one, so that
     thread has a core to run on. A live camera keeps every core: its pace leaves the output thread
     room between frames, and each decision's latency is what counts there."""
     from dualkd_edge.stream.outputs.file_worker import model_threads_beside_file_outputs
 
-    if load.threads is not None or not opts.paints_files or any(s.live for s in specs):
+    onnx_file = isinstance(model, Path) and model.suffix == ".onnx"  # threads are ONNX Runtime's only
+    if not onnx_file or load.threads is not None or not opts.paints_files or any(s.live for s in specs):
         return load
     if (threads := model_threads_beside_file_outputs()) is None:
         return load
@@ -271,7 +272,7 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     if isinstance(model, Path):
         inputs["MODEL"] = model
     check_outputs(folders=folders, appends=appends, inputs=inputs)
-    load = leave_a_core_for_file_outputs(load, opts, specs)
+    load = leave_a_core_for_file_outputs(load, opts, specs, model)
     det = open_detector(model, load, threshold, opts.calibration)
     runner = None
     try:

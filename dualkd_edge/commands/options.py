@@ -71,7 +71,8 @@ Providers = Annotated[Optional[List[str]], typer.Option(
 
 # CPU threads of the model: fewer than the cores leaves one to the camera decoder and the file outputs.
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads", min=1, help="CPU threads of the model (ONNX Runtime intra-op / PyTorch; default: all cores)")]
+    "--threads", min=1, help="ONNX Runtime intra-op threads of .onnx models (bench: also PyTorch's for run "
+    "directories); default: one per physical core")]
 
 # TensorRT engines: the ONNX file an outside engine came from, and CUDA graphs.
 EngineOnnx = Annotated[Optional[Path], typer.Option(

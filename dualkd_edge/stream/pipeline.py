@@ -340,6 +340,7 @@ class StreamRunner:
                                   f"the run stopped after {self.frames} frame(s); the files completed before were kept")
         log.error("%s", self.output_errors[-1])
         self.stop.set()
+        self._arrived.set()
 
     def _emit(self, result: FrameResult) -> None:
         """The inference thread's sinks in order, `output` and `e2e` (from the decoded frame's arrival,

@@ -202,3 +202,36 @@ def test_a_video_the_disk_cannot_hold_is_not_left_broken(model, tmpfs, tmp_path)
     assert_one_line_error(proc, "--save-video", str(disk / "run" / "video" / "00_v.mp4"), "No space left on device")
     assert list((disk / "run" / "video").iterdir()) == []
     assert 0 < json.loads((disk / "run" / "summary.json").read_text())["frames"] < 60
+
+
+def test_an_off_thread_sink_that_breaks_stops_the_run_instead_of_hanging_it(model, tmp_path):
+    """A sink of the user's own, written by the file-output thread, raising something other than an
+    OSError: the run stops after the frames in flight and says which output failed (before, the thread
+    died and the pipeline waited for ever once its queue of 16 frames was full)."""
+    import threading
+
+    from dualkd_edge.detector import Detector
+    from dualkd_edge.stream.capture.sources import parse_source
+    from dualkd_edge.stream.outputs.sinks import Sink
+    from dualkd_edge.stream.pipeline import StreamOptions, StreamRunner
+
+    class BreaksOnFrame5(Sink):
+        off_thread = True
+        option = "my-sink"
+
+        def write(self, result) -> None:
+            if result.frame.index == 5:
+                raise RuntimeError("the label printer jammed")
+
+    video = write_video(tmp_path / "parts.mp4", n=60)
+    det = Detector.load(model)
+    runner = StreamRunner(det, parse_source(str(video)), StreamOptions(), sinks=[BreaksOnFrame5()])
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(runner.run()), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the run hung"
+    summary = done[0]
+    assert len(summary.output_errors) == 1 and "my-sink" in summary.output_errors[0]
+    assert "RuntimeError: the label printer jammed" in summary.output_errors[0]
+    assert summary.frames < 60  # it stopped after the frames in flight

@@ -149,7 +149,7 @@ class QuantizationSession:
             # ONNX Runtime's CPU kernels run attention's activation x activation MatMuls no faster in
             # integer (MatMulIntegerToFloat / QLinearMatMul at 257 tokens) and each needs both inputs
             # quantized on the fly plus its scale as a separate Mul (the float graph fuses it): kept in
-            # float, edge-s224 INT8 drops 60 QuantizeLinear and 34 Mul (benchmarks/results/int8-profile-*).
+            # float, edge-s224 INT8 drops 86 QuantizeLinear and 36 Mul (benchmarks/results/int8-profile-*).
             excluded += activation_matmuls(self.pre_proto)
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(

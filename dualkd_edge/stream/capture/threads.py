@@ -145,7 +145,12 @@ class CaptureWorker(threading.Thread):
     def _deliver(self, frame: Frame) -> None:
         if self.make_view is not None:  # after t_ready: e2e latency still counts the resize
             t0 = time.perf_counter()
-            frame.view = self.make_view(frame.image)
+            try:
+                frame.view = self.make_view(frame.image)
+            except Exception as exc:  # noqa: BLE001 - ValueError, cv2.error: a frame no model can take is skipped
+                log.warning("%s: skipping frame %d (%s)", self.spec.name, frame.index, exc)
+                self.stats.corrupted += 1
+                return
             frame.resize_ms = (time.perf_counter() - t0) * 1e3
         self.last_delivery = frame.t_ready
         if self.spec.live:

@@ -10,27 +10,45 @@ reported, and a sink that fails (disk full) stops the run loudly as before."""
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from dualkd_edge.stream.outputs.sinks import Sink
 from dualkd_edge.stream.results import FrameResult
 from dualkd_edge.stream.summary import StageLatencies
 
+log = logging.getLogger("dualkd_edge")
+
 QUEUE_FRAMES = 16  # frames waiting for the file outputs (each holds its image: ~1 MB at VGA)
 _DONE = object()
 
 
-def model_threads_beside_file_outputs() -> int | None:
-    """CPU threads for the model when overlays are painted and encoded: every usable core but one.
+def physical_cores() -> int:
+    """Physical cores this process may use: ONNX Runtime's default thread count is one per physical
+    core, so "all but one" must count the same way (SMT siblings share a core's arithmetic units)."""
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in usable:
+        try:
+            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_cpus_list").read_text().strip()
+        except OSError:  # no sysfs topology (not Linux): count logical CPUs
+            return len(usable)
+        cores.add(siblings)
+    return len(cores)
 
-    The worker below only helps when it has a core of its own: with every core given to ONNX Runtime,
-    painting and encoding take turns with inference (on 2 cores: 0.67x the FPS without outputs, and
-    fewer FPS than with one model thread, 0.97x). None on a single core (nothing to leave)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+def model_threads_beside_file_outputs() -> int | None:
+    """ONNX Runtime threads for the model when overlays are painted and encoded: every physical core
+    but one. The worker below only helps when it has a core of its own: with every core given to the
+    model, painting and encoding take turns with inference (2-core VM: 0.73x the FPS without outputs;
+    with one model thread either way, 0.99x: benchmarks/results/line-pace-cpu-2core.md). None on a
+    single core (nothing to leave)."""
+    cores = physical_cores()
     return cores - 1 if cores > 1 else None
 
 
@@ -67,6 +85,9 @@ class FileOutputWorker(threading.Thread):
                     sink.write(result)
                 except OSError as exc:
                     self.on_error(sink, exc)
+                except Exception as exc:  # noqa: BLE001 - a dead worker would leave submit() blocked for ever
+                    log.exception("%s: failed on frame %d", sink.option or type(sink).__name__, result.frame.index)
+                    self.on_error(sink, OSError(f"{type(exc).__name__}: {exc}"))
             self.latency.add((time.perf_counter() - t0) * 1e3)
 
     def finish(self) -> None:

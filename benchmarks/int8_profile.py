@@ -16,21 +16,30 @@ import json
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 
-def optimized_op_counts(model: Path, threads: int | None, tmp: Path) -> collections.Counter:
-    """Operator types of the graph ONNX Runtime runs (ORT_ENABLE_ALL, written out and read back)."""
-    import onnx
+def session_options(threads: int | None):
+    """What the runtime uses (runtime/onnx_backend.py): every graph optimisation, `threads` intra-op."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.optimized_model_filepath = str(tmp / f"{model.stem}.optimized.onnx")
     if threads:
         so.intra_op_num_threads = threads
+    return so
+
+
+def optimized_op_counts(model: Path, threads: int | None, tmp: Path) -> collections.Counter:
+    """Operator types of the graph ONNX Runtime runs (written out and read back)."""
+    import onnx
+    import onnxruntime as ort
+
+    so = session_options(threads)
+    so.optimized_model_filepath = str(tmp / f"{model.stem}.optimized.onnx")
     ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     graph = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
     return collections.Counter(n.op_type for n in graph.node)
@@ -38,8 +47,6 @@ def optimized_op_counts(model: Path, threads: int | None, tmp: Path) -> collecti
 
 def profile(model: Path, iters: int, threads: int | None, tmp: Path) -> tuple[dict[str, list[float]], float]:
     """Operator type -> [calls, microseconds] per inference, and the mean wall ms per inference."""
-    import time
-
     import onnxruntime as ort
 
     from dualkd_edge.artifacts import read_metadata
@@ -48,12 +55,9 @@ def profile(model: Path, iters: int, threads: int | None, tmp: Path) -> tuple[di
     spec = read_metadata(model).input
     image = np.random.default_rng(0).integers(0, 256, (spec.height, spec.width, 3), dtype=np.uint8)
     batch = prepare_batch([image], spec)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so = session_options(threads)
     so.enable_profiling = True
     so.profile_file_prefix = str(tmp / model.stem)
-    if threads:
-        so.intra_op_num_threads = threads
     session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: batch}
     for _ in range(3):  # warm-up runs are in the profile too: skipped below by their run index

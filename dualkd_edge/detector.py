@@ -12,7 +12,7 @@ import numpy as np
 from dualkd_edge.artifacts import LoadOptions, open_backend
 from dualkd_edge.decision.calibrations import ActiveCalibration, select_calibration
 from dualkd_edge.metadata import ArtifactMetadata, InputSpec
-from dualkd_edge.preprocess import ensure_bgr, map_to_image, prepare_batch, views_to_input
+from dualkd_edge.preprocess import map_to_image, to_model_view, views_to_input
 from dualkd_edge.runtime.base import Backend
 
 log = logging.getLogger("dualkd_edge")
@@ -27,8 +27,8 @@ class Prediction:
     score_logit: float  # -log(1 - score): same order, no saturation at 1.0; rank by this
     # The map as the model made it, and what `anomaly_map` needs to bring it to the image's size.
     model_map: np.ndarray = field(repr=False)
-    image_size: tuple[int, int] = (0, 0)  # (height, width)
-    input_spec: InputSpec | None = field(default=None, repr=False)
+    image_size: tuple[int, int]  # (height, width)
+    input_spec: InputSpec = field(repr=False)
     _anomaly_map: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -108,9 +108,8 @@ class Detector:
         return self.backend.meta
 
     def prepare(self, images: Sequence[np.ndarray]) -> PreparedBatch:
-        images = [ensure_bgr(img) for img in images]
-        tensor = self.backend.pad_to_fixed_batch(prepare_batch(images, self.meta.input))
-        return PreparedBatch(tensor, len(images), [img.shape[:2] for img in images])
+        return self.prepare_views([to_model_view(img, self.meta.input) for img in images],
+                                  [img.shape[:2] for img in images])
 
     def prepare_views(self, views: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> PreparedBatch:
         """`prepare` for images already made into what the model sees (preprocess.to_model_view, e.g. on

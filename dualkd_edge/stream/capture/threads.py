@@ -142,7 +142,8 @@ class CaptureWorker(threading.Thread):
         self.make_view = make_view
 
     # -- delivery -------------------------------------------------------------------------------
-    def _deliver(self, frame: Frame) -> None:
+    def _deliver(self, frame: Frame) -> bool:
+        """Hand `frame` to the pipeline; False when it was skipped (no model can take it)."""
         if self.make_view is not None:  # after t_ready: e2e latency still counts the resize
             t0 = time.perf_counter()
             try:
@@ -150,20 +151,21 @@ class CaptureWorker(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - ValueError, cv2.error: a frame no model can take is skipped
                 log.warning("%s: skipping frame %d (%s)", self.spec.name, frame.index, exc)
                 self.stats.corrupted += 1
-                return
+                return False
             frame.resize_ms = (time.perf_counter() - t0) * 1e3
         self.last_delivery = frame.t_ready
         if self.spec.live:
             self.stats.dropped += self.queue.put_nowait(frame)  # by cause: counted in stats by the queue
             self.arrived.set()
-            return
+            return True
         while not self.stop_event.is_set():
             try:
                 self.queue.put(frame, timeout=0.1)
                 self.arrived.set()
-                return
+                return True
             except queue.Full:
                 continue
+        return True  # read, and left unscored by the stop (as before)
 
     def _frame(self, n: int, t0: float, image: np.ndarray) -> Frame:
         now = time.perf_counter()
@@ -203,7 +205,8 @@ class CaptureWorker(threading.Thread):
                 continue
             frame = self._frame(n, t0, img)
             frame.source_name = str(path)
-            self._deliver(frame)
+            if not self._deliver(frame):  # counted as corrupted, not as a frame read
+                continue
             self.stats.frames += 1
             n += 1
         if n == 0:  # nothing usable: not a success, whatever was skipped
@@ -272,7 +275,8 @@ class CaptureWorker(threading.Thread):
                 if not ok or img is None or img.size == 0:
                     self.stats.corrupted += 1
                     continue
-                self._deliver(self._frame(n, t0, img))
+                if not self._deliver(self._frame(n, t0, img)):  # counted as corrupted
+                    continue
                 self.stats.frames += 1
                 n += 1
         finally:

@@ -233,20 +233,36 @@ def open_detector(model, load, threshold: float | None, calibration: str | None 
         raise
 
 
-def leave_a_core_for_file_outputs(load, opts, specs, model):
-    """Painting and encoding overlays run on their own thread; without --threads, a run of files only
-    (read as fast as they can be scored: throughput first) gives the model every core but one, so that
-    thread has a core to run on. A live camera keeps every core: its pace leaves the output thread
-    room between frames, and each decision's latency is what counts there."""
-    from dualkd_edge.stream.outputs.file_worker import model_threads_beside_file_outputs
+def share_cores_with_file_outputs(det, load, opts, specs, model, reopen):
+    """(detector, load options) for the run. Overlay images and video are painted and encoded on their
+    own thread; without --threads, a run of files only (throughput first) gives that thread a core of
+    its own when, measured on the first frame, painting and encoding cost more than the core would
+    give the model (stream/outputs/core_share.py has the rule and the numbers). A live camera keeps every core for the
+    model: each decision's latency is what counts there, and its pace leaves the outputs room."""
+    from dualkd_edge.stream.outputs.core_share import (
+        first_frame,
+        leaves_a_core,
+        model_ms_per_image,
+        outputs_ms_per_frame,
+        physical_cores,
+    )
 
     onnx_file = isinstance(model, Path) and model.suffix == ".onnx"  # threads are ONNX Runtime's only
     if not onnx_file or load.threads is not None or not opts.paints_files or any(s.live for s in specs):
-        return load
-    if (threads := model_threads_beside_file_outputs()) is None:
-        return load
-    log.info("model: %d CPU thread(s), one core left for the overlay images / video (--threads to choose)", threads)
-    return replace(load, threads=threads)
+        return det, load
+    if (cores := physical_cores()) < 2 or (frame := first_frame(specs)) is None:
+        return det, load
+    model_ms = model_ms_per_image(det, frame, opts.batch)
+    outputs_ms = outputs_ms_per_frame(det, frame, int(opts.save_video) + int(opts.save_images != "none"))
+    if not leaves_a_core(model_ms, outputs_ms, cores):
+        log.info("model: every CPU core (%.1f ms per image; the overlays' %.1f ms per frame share them)",
+                 model_ms, outputs_ms)
+        return det, load
+    load = replace(load, threads=cores - 1)
+    log.info("model: %d CPU thread(s), one core left for the overlays (%.1f ms per frame beside the model's "
+             "%.1f ms per image; --threads to choose)", load.threads, outputs_ms, model_ms)
+    det.close()
+    return reopen(load), load
 
 
 def run_infer(model, source: str, opts, load, threshold: float | None = None, line=None, watch: bool = True) -> int:
@@ -272,8 +288,9 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     if isinstance(model, Path):
         inputs["MODEL"] = model
     check_outputs(folders=folders, appends=appends, inputs=inputs)
-    load = leave_a_core_for_file_outputs(load, opts, specs, model)
     det = open_detector(model, load, threshold, opts.calibration)
+    det, load = share_cores_with_file_outputs(det, load, opts, specs, model,
+                                              lambda load: open_detector(model, load, threshold, opts.calibration))
     runner = None
     try:
         runner = start_runner(det, specs, opts, line)

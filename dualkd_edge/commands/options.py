@@ -69,7 +69,7 @@ Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (PyTorc
 Providers = Annotated[Optional[List[str]], typer.Option(
     "--providers", help="ONNX Runtime providers: tensorrt, cuda, cpu")]
 
-# CPU threads of the model: fewer than the cores leaves one to the camera decoder and the file outputs.
+# CPU threads of the model: fewer than the cores leaves room to the camera decoder and the file outputs.
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", min=1, help="ONNX Runtime intra-op threads of .onnx models (bench: also PyTorch's for run "
     "directories); default: one per physical core")]

@@ -121,7 +121,9 @@ def run_quantize(req: QuantizeRequest) -> int:
                                                                      req.high_precision, req.smooth), Path(tmp))
             print(f"quantizing {req.model} for {req.target} ({session.opts.float_precision} between INT8 layers): "
                   f"{len(session.groups)} layer groups, {len(session.images)} calibration images"
-                  + (f", {session.smoothed} LayerNorm->linear groups smoothed" if session.smoothed else ""))
+                  + (f", {session.smoothed} LayerNorm->linear groups smoothed" if session.smoothed else "")
+                  + (f", {session.fused_attention} attentions fused (ONNX Runtime MultiHeadAttention)"
+                     if session.fused_attention else ""))
             passed = _quantize_with_gate(req, session, candidate) if req.val else _quantize_ungated(req, session,
                                                                                                   candidate)
         if req.target == "tensorrt":

@@ -183,6 +183,10 @@ def test_cpu_target_uses_uint8_activations_and_tensorrt_refuses_it(exports, smal
     attention = [n for n in model.graph.node if n.op_type == "MatMul" and not set(n.input) & weights]
     assert attention and all(producer.get(i) != "DequantizeLinear" for n in attention for i in n.input)
     assert read_metadata(result.path).export["quantization"]["attention_matmuls"] == "float"
+    # ... and each softmax attention is one MultiHeadAttention node fed by float Q, K, V
+    fused = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(fused) == read_metadata(result.path).export["quantization"]["fused_attention"] == 8 + 4
+    assert all(producer.get(i) != "DequantizeLinear" for n in fused for i in n.input)
     with pytest.raises(UserError, match="--target tensorrt"):
         plan_build(read_metadata(result.path), BuildOptions(precision="int8"), "10.13.0", 1, result.path)
 

@@ -117,10 +117,14 @@ def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
             break
         del graph.node[:]
         graph.node.extend(keep)
+    drop_unused_initializers(graph)
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
     used = {i for n in graph.node for i in n.input}
-    keep_init = [i for i in graph.initializer if i.name in used]
+    keep = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
-    graph.initializer.extend(keep_init)
+    graph.initializer.extend(keep)
 
 
 def lower_qdq_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -108,6 +108,7 @@ class QuantizationSession:
         self.pre = workdir / "pre.onnx"
         _preprocess(self._source, self.pre)
         self.pre_proto = load_onnx_model(self.pre, load_weights=True)
+        self.fused_attention = self._fuse_attention() if opts.target == "cpu" else 0
         self.groups = layer_groups(self.pre_proto)
         self._ranges: dict[str, Path] = {}
 
@@ -124,6 +125,30 @@ class QuantizationSession:
         n = smooth(smoothed, targets, absmax, self.opts.smooth)
         save_onnx_atomic(smoothed, self.workdir / "smoothed.onnx")
         log.info("smoothing: %d LayerNorm -> linear groups rescaled (alpha %.2f)", n, self.opts.smooth)
+        return n
+
+    def _fuse_attention(self) -> int:
+        """CPU target: each attention as one MultiHeadAttention node, if the fused FP32 graph gives
+        the same outputs as the traced one on a calibration batch; otherwise the traced graph."""
+        from dualkd_edge.compile.int8.attention_fusion import fp32_differences, fuse_attention
+
+        fused, n = fuse_attention(self.pre_proto)
+        if not n:
+            if any(node.op_type == "Softmax" for node in self.pre_proto.graph.node):
+                log.info("attention kept as traced: no site in the fusable layout (a dynamic-batch export "
+                         "computes its head split at run time; export with --batch 1 to fuse it)")
+            return 0
+        fused_path = self.workdir / "pre_fused.onnx"
+        save_onnx_atomic(fused, fused_path)
+        feed = self.batches.get_next()
+        self.batches.rewind()
+        differences = fp32_differences(self.pre, fused_path, feed)
+        if differences:
+            log.warning("attention fusion skipped: the fused graph's outputs differ (%s)", differences)
+            return 0
+        fused_path.replace(self.pre)
+        self.pre_proto = fused
+        log.info("attention: %d sites fused into MultiHeadAttention", n)
         return n
 
     def ranges(self, method: str) -> Path:
@@ -150,6 +175,7 @@ class QuantizationSession:
             # integer (MatMulIntegerToFloat / QLinearMatMul at 257 tokens) and each needs both inputs
             # quantized on the fly plus its scale as a separate Mul (the float graph fuses it): kept in
             # float, edge-s224 INT8 drops 86 QuantizeLinear and 36 Mul (benchmarks/results/int8-profile-*).
+            # Those left after attention fusion are the linear-attention ones of the ED student.
             excluded += activation_matmuls(self.pre_proto)
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
@@ -193,6 +219,7 @@ class QuantizationSession:
                           "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
                           "kept_float": kept, "smoothing_alpha": self.opts.smooth,
                           "attention_matmuls": "int8" if symmetric else "float",
+                          "fused_attention": self.fused_attention,
                           "quantized_groups": len(self.groups) - len(kept), "groups": len(self.groups)})
         set_onnx_metadata(qproto, new_meta)
 

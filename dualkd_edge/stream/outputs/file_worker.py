@@ -11,11 +11,9 @@ reported, and a sink that fails (disk full) stops the run loudly as before."""
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 from dualkd_edge.stream.outputs.sinks import Sink
@@ -26,30 +24,6 @@ log = logging.getLogger("dualkd_edge")
 
 QUEUE_FRAMES = 16  # frames waiting for the file outputs (each holds its image: ~1 MB at VGA)
 _DONE = object()
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use: ONNX Runtime's default thread count is one per physical
-    core, so "all but one" must count the same way (SMT siblings share a core's arithmetic units)."""
-    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    cores = set()
-    for cpu in usable:
-        try:
-            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_cpus_list").read_text().strip()
-        except OSError:  # no sysfs topology (not Linux): count logical CPUs
-            return len(usable)
-        cores.add(siblings)
-    return len(cores)
-
-
-def model_threads_beside_file_outputs() -> int | None:
-    """ONNX Runtime threads for the model when overlays are painted and encoded: every physical core
-    but one. The worker below only helps when it has a core of its own: with every core given to the
-    model, painting and encoding take turns with inference (2-core VM: 0.73x the FPS without outputs;
-    with one model thread either way, 0.99x: benchmarks/results/line-pace-cpu-2core.md). None on a
-    single core (nothing to leave)."""
-    cores = physical_cores()
-    return cores - 1 if cores > 1 else None
 
 
 class FileOutputWorker(threading.Thread):

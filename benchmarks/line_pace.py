@@ -5,7 +5,7 @@
 1. video file: `infer` alone vs `infer --save-video --save-images anomalies`, in alternating pairs;
    target: FPS with outputs >= 0.95x FPS without. Three settings: frames at the model's size with the
    default threads (every core for the model, or every core but one when painting and encoding an
-   overlay take longer than an inference: stream/outputs/core_share.py), the same with one thread
+   overlay cost more than that core gives the model: stream/outputs/core_share.py), the same with one thread
    both ways (the model's share of the CPU held equal, one core free: what the output thread itself
    costs), and 1280x720 frames (a camera's size: the resize is on the capture thread).
 2. live RTSP camera at 25 FPS (ffmpeg, the tests' loopback server): e2e p50 (frame decoded ->

@@ -250,19 +250,32 @@ def share_cores_with_file_outputs(det, load, opts, specs, model, reopen):
     onnx_file = isinstance(model, Path) and model.suffix == ".onnx"  # threads are ONNX Runtime's only
     if not onnx_file or load.threads is not None or not opts.paints_files or any(s.live for s in specs):
         return det, load
+    if getattr(det.backend, "providers", ["?"])[0] != "CPUExecutionProvider":
+        return det, load  # on a GPU the model's CPU threads are not what sets its pace
     if (cores := physical_cores()) < 2 or (frame := first_frame(specs)) is None:
         return det, load
     model_ms = model_ms_per_image(det, frame, opts.batch)
     outputs_ms = outputs_ms_per_frame(det, frame, int(opts.save_video) + int(opts.save_images != "none"))
     if not leaves_a_core(model_ms, outputs_ms, cores):
-        log.info("model: every CPU core (%.1f ms per image; the overlays' %.1f ms per frame share them)",
+        log.info("model: every CPU core (%.2f ms per image; the overlays' %.2f ms per frame share them)",
                  model_ms, outputs_ms)
         return det, load
     load = replace(load, threads=cores - 1)
-    log.info("model: %d CPU thread(s), one core left for the overlays (%.1f ms per frame beside the model's "
-             "%.1f ms per image; --threads to choose)", load.threads, outputs_ms, model_ms)
+    log.info("model: %d CPU thread(s), one core left for the overlays (%.2f ms per frame beside the model's "
+             "%.2f ms per image; --threads to choose)", load.threads, outputs_ms, model_ms)
     det.close()
     return reopen(load), load
+
+
+def open_for_run(model, load, threshold: float | None, opts, specs):
+    """(detector, load options): the model opened with the CPU threads this run gives it."""
+    det = open_detector(model, load, threshold, opts.calibration)
+    try:
+        return share_cores_with_file_outputs(det, load, opts, specs, model,
+                                             lambda load: open_detector(model, load, threshold, opts.calibration))
+    except BaseException:
+        det.close()  # closing twice (after a failed reopen) is harmless
+        raise
 
 
 def run_infer(model, source: str, opts, load, threshold: float | None = None, line=None, watch: bool = True) -> int:
@@ -288,9 +301,7 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     if isinstance(model, Path):
         inputs["MODEL"] = model
     check_outputs(folders=folders, appends=appends, inputs=inputs)
-    det = open_detector(model, load, threshold, opts.calibration)
-    det, load = share_cores_with_file_outputs(det, load, opts, specs, model,
-                                              lambda load: open_detector(model, load, threshold, opts.calibration))
+    det, load = open_for_run(model, load, threshold, opts, specs)
     runner = None
     try:
         runner = start_runner(det, specs, opts, line)

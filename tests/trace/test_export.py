@@ -187,6 +187,14 @@ def test_cpu_target_uses_uint8_activations_and_tensorrt_refuses_it(exports, smal
     fused = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
     assert len(fused) == read_metadata(result.path).export["quantization"]["fused_attention"] == 8 + 4
     assert all(producer.get(i) != "DequantizeLinear" for n in fused for i in n.input)
+    # the output projection after each one is still INT8: its input (the merged heads) is quantized
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    merged = [consumers[n.output[0]][0] for n in fused]  # the Reshape back to the projection's layout
+    assert all(m.op_type == "Reshape" and [c.op_type for c in consumers[m.output[0]]] == ["QuantizeLinear"]
+               for m in merged)
     with pytest.raises(UserError, match="--target tensorrt"):
         plan_build(read_metadata(result.path), BuildOptions(precision="int8"), "10.13.0", 1, result.path)
 

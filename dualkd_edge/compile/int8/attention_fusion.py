@@ -10,13 +10,16 @@ last axis, and does the rest in one kernel. The projections themselves stay sepa
 they are still quantized to INT8.
 
 Only the CPU target gets this: the node is ONNX Runtime's own, and TensorRT fuses attention itself
-from the standard ops. A site is fused only when the graph matches the timm layout exactly
-(Q, K, V taken as parts 0, 1, 2 of a 5-D reshape of one tensor), and `quantize` checks the fused FP32
-graph against the unfused one on calibration images before using it (`fp32_differences`)."""
+from the standard ops. A site is fused only when its structure matches the timm layout (Q, K, V
+reached from parts 0, 1, 2 of a 5-D (B, N, 3, heads, head_dim) reshape of one tensor through layout
+nodes only, V unscaled, the heads merged by a (0, 2, 1, 3) transpose); the axes and permutations in
+between are not proven here: `quantize` checks the fused FP32 graph against the unfused one on a
+calibration batch before using it (`fp32_differences`), which any other layout fails."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,7 +29,7 @@ from dualkd_edge.compile.int8.qdq_fp16 import drop_unused_initializers
 
 MS_DOMAIN = "com.microsoft"
 # Nodes that only move data between the QKV projection and the attention MatMuls.
-_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Split", "Squeeze", "Unsqueeze", "Gather", "Slice"})
+_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Split", "Squeeze", "Unsqueeze", "Gather"})
 
 
 @dataclass
@@ -141,6 +144,8 @@ def find_attention_sites(model: onnx.ModelProto) -> list[AttentionSite]:
         if min(tokens, heads, head_dim) <= 0:
             continue  # a dynamic token count or head split: not this layout
         scope = softmax.name.rsplit("/", 1)[0] if "/" in softmax.name else softmax.name
+        if not scope or any(site.name == scope for site in sites):  # names of the new nodes must be unique
+            scope = f"{scope}/attention_{len(sites)}"
         sites.append(AttentionSite(q.reshape.input[0], tokens, heads, head_dim,
                                    q.factor * k.factor * score_factor, merge, scope))
     return sites
@@ -214,8 +219,11 @@ def fp32_differences(reference, candidate, feed: dict[str, np.ndarray]) -> str:
     options.log_severity_level = 3
     results = []
     for path in (reference, candidate):
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        results.append(dict(zip(names, session.run(None, feed))))
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            names = [o.name for o in session.get_outputs()]
+            results.append(dict(zip(names, session.run(None, feed))))
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own types; the caller keeps the traced graph
+            return f"{Path(path).name} does not run ({str(exc).splitlines()[0][:160]})"
     diffs = compare_outputs(results[0], results[1], FP32_TOLERANCE)
     return "; ".join(f"{d.name} by {d.max_abs:.2e}" for d in diffs if not d.ok)

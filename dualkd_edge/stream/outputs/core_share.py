@@ -91,11 +91,15 @@ def outputs_ms_per_frame(detector, frame: np.ndarray, encodes: int) -> float:
 
     from dualkd_edge.pictures.overlay import OverlayPainter
 
-    prediction = detector.predict([frame])[0]
+    from dualkd_edge.preprocess import map_to_image
+
+    p = detector.predict([frame])[0]
     painter = OverlayPainter.for_model(detector.meta, detector.name, detector.threshold)
 
     def paint_and_encode() -> None:
-        overlay = painter.draw(frame, prediction.anomaly_map, prediction.score, prediction.is_anomaly, "00.0 FPS")
+        # the full-size map is made on the output thread too (Prediction.anomaly_map is lazy)
+        anomaly_map = map_to_image(p.model_map, p.input_spec, *p.image_size)
+        overlay = painter.draw(frame, anomaly_map, p.score, p.is_anomaly, "00.0 FPS")
         for _ in range(encodes):
             cv2.imencode(".jpg", overlay)
 

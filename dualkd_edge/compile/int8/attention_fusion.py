@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from dualkd_edge.compile.int8.qdq_fp16 import drop_unused_initializers
+from dualkd_edge.compile.graph_index import GraphIndex, attribute, drop_dead_nodes
 
 MS_DOMAIN = "com.microsoft"
 # Nodes that only move data between the QKV projection and the attention MatMuls.
@@ -51,32 +51,7 @@ class AttentionSite:
     name: str  # scope of the site, e.g. /model/teacher/blocks.0/attn
 
 
-class _Index:
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        for n in graph.node:
-            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-                self.constants[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-
-    def only_consumer(self, tensor: str, op_type: str) -> onnx.NodeProto | None:
-        users = self.consumers.get(tensor, [])
-        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
-
-    def scalar(self, tensor: str) -> float | None:
-        value = self.constants.get(tensor)
-        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
-
-
-def _attribute(node: onnx.NodeProto, name: str, default=None):
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
-
-def _strip_scaling(index: _Index, tensor: str) -> tuple[str, float]:
+def _strip_scaling(index: GraphIndex, tensor: str) -> tuple[str, float]:
     """Follow Mul/Div by scalar constants upwards; the tensor above them and their product."""
     factor = 1.0
     while (node := index.producer.get(tensor)) is not None and node.op_type in ("Mul", "Div"):
@@ -91,7 +66,7 @@ def _strip_scaling(index: _Index, tensor: str) -> tuple[str, float]:
     return tensor, factor
 
 
-def _trace(index: _Index, tensor: str) -> _Path | None:
+def _trace(index: GraphIndex, tensor: str) -> _Path | None:
     """Walk from an attention MatMul input up through layout nodes to the 5-D QKV reshape."""
     tensor, factor = _strip_scaling(index, tensor)
     part = None
@@ -117,10 +92,10 @@ def _trace(index: _Index, tensor: str) -> _Path | None:
 
 def find_attention_sites(model: onnx.ModelProto) -> list[AttentionSite]:
     """Every softmax attention that matches the timm layout (see the module's docstring)."""
-    index = _Index(model.graph)
+    index = GraphIndex(model.graph)
     sites = []
     for softmax in model.graph.node:
-        if softmax.op_type != "Softmax" or _attribute(softmax, "axis", -1) not in (-1, 3):
+        if softmax.op_type != "Softmax" or attribute(softmax, "axis", -1) not in (-1, 3):
             continue
         scores, score_factor = _strip_scaling(index, softmax.input[0])
         qk = index.producer.get(scores)
@@ -128,7 +103,7 @@ def find_attention_sites(model: onnx.ModelProto) -> list[AttentionSite]:
         if qk is None or qk.op_type != "MatMul" or pv is None or pv.input[0] != softmax.output[0]:
             continue
         merge_t = index.only_consumer(pv.output[0], "Transpose")
-        if merge_t is None or list(_attribute(merge_t, "perm", [])) != [0, 2, 1, 3]:
+        if merge_t is None or list(attribute(merge_t, "perm", [])) != [0, 2, 1, 3]:
             continue
         merge = index.only_consumer(merge_t.output[0], "Reshape")
         paths = [_trace(index, t) for t in (qk.input[0], qk.input[1], pv.input[1])]
@@ -166,7 +141,7 @@ def fuse_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         nodes.extend(replacement.get(id(node), [node]))
     del graph.node[:]
     graph.node.extend(nodes)
-    _drop_dead_nodes(graph)
+    drop_dead_nodes(graph)  # the layout chains the fused sites replaced
     if not any(o.domain == MS_DOMAIN for o in fused.opset_import):
         fused.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return onnx.shape_inference.infer_shapes(fused), len(sites)
@@ -193,19 +168,6 @@ def _fused_nodes(graph: onnx.GraphProto, site: AttentionSite) -> list[onnx.NodeP
         helper.make_node("Reshape", [f"{p}/heads_merged", site.merge.input[1]], list(site.merge.output),
                          name=site.merge.name),
     ]
-
-
-def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
-    """Remove the nodes and initializers the fused sites left without a reader."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {i for n in graph.node for i in n.input} | outputs
-        keep = [n for n in graph.node if any(o in used for o in n.output)]
-        if len(keep) == len(graph.node):
-            break
-        del graph.node[:]
-        graph.node.extend(keep)
-    drop_unused_initializers(graph)
 
 
 def fp32_differences(reference, candidate, feed: dict[str, np.ndarray]) -> str:

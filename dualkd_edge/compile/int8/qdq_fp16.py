@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from dualkd_edge.compile.graph_index import drop_dead_nodes
+
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 FP16_QDQ_OPSET = 19
 
@@ -102,29 +104,9 @@ def fold_casts_into_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         for i, name in enumerate(node.input):
             if name in redirect:
                 node.input[i] = redirect[name]
-    _drop_dead_nodes(graph)
+    drop_dead_nodes(graph, op_types={"Cast"})  # the Casts the folds left without a reader
     del graph.value_info[:]  # the folds changed types: let inference recompute them
     return onnx.shape_inference.infer_shapes(model), folds
-
-
-def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
-    """Remove Cast nodes nobody reads any more, and initializers nobody uses."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {i for n in graph.node for i in n.input} | outputs
-        keep = [n for n in graph.node if not (n.op_type == "Cast" and n.output[0] not in used)]
-        if len(keep) == len(graph.node):
-            break
-        del graph.node[:]
-        graph.node.extend(keep)
-    drop_unused_initializers(graph)
-
-
-def drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
 
 
 def lower_qdq_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from dualkd_edge.compile.graph_index import GraphIndex, attribute
+
 
 @dataclass
 class SmoothTarget:
@@ -26,24 +28,12 @@ class SmoothTarget:
     weights: list[tuple[str, int]] = field(default_factory=list)  # (initializer, axis of the input channels)
 
 
-def _uses(proto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
-    uses: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for node in proto.graph.node:
-        for i, name in enumerate(node.input):
-            uses.setdefault(name, []).append((node, i))
-    return uses
-
-
-def _attr(node, name, default):
-    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
-
 def find_targets(proto) -> list[SmoothTarget]:
     """LayerNorms whose output feeds only linear layers (directly or through Reshape), with weights
     used nowhere else: there the rescaling is exact. (Norm parameters shared with other LayerNorms,
     as simplification leaves identical ones, get a private copy when smoothed.)"""
     inits = {i.name for i in proto.graph.initializer}
-    uses = _uses(proto)
+    uses = GraphIndex(proto.graph).consumers
     targets = []
     for node in proto.graph.node:
         if node.op_type != "LayerNormalization" or len(node.input) < 2 or node.input[1] not in inits:
@@ -70,7 +60,7 @@ def _linear_weights(tensor: str, uses, inits) -> list[tuple[str, int]] | None:
             weight = consumer.input[1]
             if weight not in inits or len(uses.get(weight, [])) != 1:
                 return None
-            axis = 1 if consumer.op_type == "Gemm" and _attr(consumer, "transB", 0) else 0
+            axis = 1 if consumer.op_type == "Gemm" and attribute(consumer, "transB", 0) else 0
             found.append((weight, axis))
         else:
             return None

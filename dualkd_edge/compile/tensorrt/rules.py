@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from dualkd_edge.compile.graph_index import GraphIndex, attribute
+
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 QUANTIZED_TYPES = {TensorProto.INT8, TensorProto.FLOAT8E4M3FN, TensorProto.INT4}
 # Types TensorRT tensors can have (UINT8 only as a network input or output).
@@ -106,17 +108,8 @@ class GraphFacts:
         self.model = model
         self.graph = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        self.constants: dict[str, np.ndarray] = {i.name: onnx.numpy_helper.to_array(i) for i in self.graph.initializer}
-        for node in self.graph.node:
-            if node.op_type == "Constant":
-                value = next((a.t for a in node.attribute if a.name == "value"), None)
-                if value is not None:
-                    self.constants[node.output[0]] = onnx.numpy_helper.to_array(value)
-        self.producer = {o: n for n in self.graph.node for o in n.output}
-        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-        for node in self.graph.node:
-            for i, name in enumerate(node.input):
-                self.consumers.setdefault(name, []).append((node, i))
+        index = GraphIndex(self.graph)
+        self.constants, self.producer, self.consumers = index.constants, index.producer, index.consumers
         self.inference_error = ""
         try:
             inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
@@ -135,10 +128,7 @@ class GraphFacts:
         return self.types.get(name, TensorProto.UNDEFINED)
 
     def attr(self, node: onnx.NodeProto, name: str, default=None):
-        for a in node.attribute:
-            if a.name == name:
-                return onnx.helper.get_attribute_value(a)
-        return default
+        return attribute(node, name, default)
 
 
 def _violation(node: onnx.NodeProto, rule: str, message: str) -> Violation:

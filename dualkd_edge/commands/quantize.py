@@ -126,6 +126,8 @@ def run_quantize(req: QuantizeRequest) -> int:
                      if session.fused_attention else ""))
             passed = _quantize_with_gate(req, session, candidate) if req.val else _quantize_ungated(req, session,
                                                                                                   candidate)
+            if session.integer_projections:
+                print(f"{session.integer_projections} projections as integer matmuls (ONNX Runtime MatMulIntegerToFloat)")
         if req.target == "tensorrt":
             from dualkd_edge.commands.export import report_tensorrt_check
 

@@ -74,7 +74,8 @@ def test_a_graph_outside_the_layout_is_left_alone(static_onnx, dynamic_onnx):
 
 
 def test_a_wrong_fusion_is_reported_by_the_parity_check(static_onnx, feeds, tmp_path):
-    from dualkd_edge.compile.int8.attention_fusion import fp32_differences, fuse_attention
+    from dualkd_edge.compile.int8.attention_fusion import fuse_attention
+    from dualkd_edge.compile.int8.graph_checks import fp32_differences
 
     fused, _ = fuse_attention(onnx.load(str(static_onnx)))
     onnx.save(fused, str(tmp_path / "fused.onnx"))

@@ -192,9 +192,14 @@ def test_cpu_target_uses_uint8_activations_and_tensorrt_refuses_it(exports, smal
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    merged = [consumers[n.output[0]][0] for n in fused]  # the Reshape back to the projection's layout
-    assert all(m.op_type == "Reshape" and [c.op_type for c in consumers[m.output[0]]] == ["QuantizeLinear"]
-               for m in merged)
+    def after_layout(tensor):  # the reader past any Reshape
+        reader = consumers[tensor][0]
+        return after_layout(reader.output[0]) if reader.op_type == "Reshape" else reader
+
+    quantized = [after_layout(n.output[0]) for n in fused]
+    assert all(q.op_type == "QuantizeLinear" for q in quantized)
+    assert all([c.op_type for c in consumers[q.output[0]]] == ["MatMulIntegerToFloat"] for q in quantized)
+    assert read_metadata(result.path).export["quantization"]["integer_projections"] > 30
     with pytest.raises(UserError, match="--target tensorrt"):
         plan_build(read_metadata(result.path), BuildOptions(precision="int8"), "10.13.0", 1, result.path)
 

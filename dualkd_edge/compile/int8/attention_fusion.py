@@ -14,12 +14,11 @@ from the standard ops. A site is fused only when its structure matches the timm 
 reached from parts 0, 1, 2 of a 5-D (B, N, 3, heads, head_dim) reshape of one tensor through layout
 nodes only, V unscaled, the heads merged by a (0, 2, 1, 3) transpose); the axes and permutations in
 between are not proven here: `quantize` checks the fused FP32 graph against the unfused one on a
-calibration batch before using it (`fp32_differences`), which any other layout fails."""
+calibration batch before using it (`graph_checks.fp32_differences`), which any other layout fails."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -168,24 +167,3 @@ def _fused_nodes(graph: onnx.GraphProto, site: AttentionSite) -> list[onnx.NodeP
         helper.make_node("Reshape", [f"{p}/heads_merged", site.merge.input[1]], list(site.merge.output),
                          name=site.merge.name),
     ]
-
-
-def fp32_differences(reference, candidate, feed: dict[str, np.ndarray]) -> str:
-    """'' when two FP32 graphs give the same outputs on `feed` (ONNX Runtime, CPU) to FP32
-    tolerance; else which outputs differ and by how much."""
-    import onnxruntime as ort
-
-    from dualkd_edge.evaluation.comparison import FP32_TOLERANCE, compare_outputs
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    results = []
-    for path in (reference, candidate):
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            names = [o.name for o in session.get_outputs()]
-            results.append(dict(zip(names, session.run(None, feed))))
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own types; the caller keeps the traced graph
-            return f"{Path(path).name} does not run ({str(exc).splitlines()[0][:160]})"
-    diffs = compare_outputs(results[0], results[1], FP32_TOLERANCE)
-    return "; ".join(f"{d.name} by {d.max_abs:.2e}" for d in diffs if not d.ok)

@@ -109,6 +109,7 @@ class QuantizationSession:
         _preprocess(self._source, self.pre)
         self.pre_proto = load_onnx_model(self.pre, load_weights=True)
         self.fused_attention = self._fuse_attention() if opts.target == "cpu" else 0
+        self.integer_projections = 0  # set by each CPU-target candidate
         self.groups = layer_groups(self.pre_proto)
         self._ranges: dict[str, Path] = {}
 
@@ -130,7 +131,8 @@ class QuantizationSession:
     def _fuse_attention(self) -> int:
         """CPU target: each attention as one MultiHeadAttention node, if the fused FP32 graph gives
         the same outputs as the traced one on a calibration batch; otherwise the traced graph."""
-        from dualkd_edge.compile.int8.attention_fusion import fp32_differences, fuse_attention
+        from dualkd_edge.compile.int8.attention_fusion import fuse_attention
+        from dualkd_edge.compile.int8.graph_checks import fp32_differences
 
         fused, n = fuse_attention(self.pre_proto)
         if not n:
@@ -195,14 +197,38 @@ class QuantizationSession:
                                # kernels fuse INT32 biases, so the CPU target keeps them.
                                "QuantizeBias": not symmetric},
             )
+        self.last_qdq = out  # the Q/DQ graph of this candidate, before any lowering; rewritten by the next
         qproto = load_onnx_model(out, load_weights=True)
         from dualkd_edge.compile.int8.qdq_fp16 import drop_unused_domains, lower_qdq_to_fp16
 
         drop_unused_domains(qproto)
         if self.opts.float_precision == "fp16":
             qproto = lower_qdq_to_fp16(qproto)
+        elif self.opts.target == "cpu":
+            qproto = self._lower_projections(qproto, out)
         self._set_metadata(qproto, method, sorted(keep_float))
         return qproto
+
+    def _lower_projections(self, qproto, qdq_path: Path):
+        """CPU target: each quantized projection as one MatMulIntegerToFloat, if the lowered graph
+        agrees with the Q/DQ one on a calibration batch; otherwise the Q/DQ graph."""
+        from dualkd_edge.compile.int8.graph_checks import lowering_differences
+        from dualkd_edge.compile.int8.integer_matmul import lower_projections
+
+        lowered, n = lower_projections(qproto)
+        self.integer_projections = 0
+        if not n:
+            return qproto
+        lowered_path = self.workdir / "lowered.onnx"
+        save_onnx_atomic(lowered, lowered_path)
+        feed = self.batches.get_next()
+        self.batches.rewind()
+        differences = lowering_differences(self.pre, qdq_path, lowered_path, feed)
+        if differences:
+            log.warning("projections kept as Q/DQ Gemm: the integer graph's outputs differ (%s)", differences)
+            return qproto
+        self.integer_projections = n
+        return lowered
 
     def _set_metadata(self, qproto, method: str, kept: list[str]) -> None:
         new_meta = copy.deepcopy(self.meta)
@@ -220,6 +246,7 @@ class QuantizationSession:
                           "kept_float": kept, "smoothing_alpha": self.opts.smooth,
                           "attention_matmuls": "int8" if symmetric else "float",
                           "fused_attention": self.fused_attention,
+                          "integer_projections": self.integer_projections,
                           "quantized_groups": len(self.groups) - len(kept), "groups": len(self.groups)})
         set_onnx_metadata(qproto, new_meta)
 

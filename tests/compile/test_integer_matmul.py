@@ -72,6 +72,9 @@ def test_projections_are_lowered_and_agree_with_the_qdq_graph(trained_run, small
     # static export: the fused QKV split into three projections (a dynamic one reshapes it at run time)
     assert "Split" not in [r.op_type for r in after] or batch == "dynamic"
     assert not [r.name for r in after if r.op_type == "Mul" and set(r.input) & constants]  # layer scales folded
+    # the Encoder-Decoder student's linear attention: Q, K, V are three projections, each reshaped to heads
+    heads = [r for r in after if r.op_type == "Reshape" and batch == "1"]  # dynamic: shapes made at run time
+    assert not [g.name for r in heads for g in readers.get(r.output[0], []) if g.op_type in ("Gather", "Split")]
     if batch == "1":
         attention = [n for n in lowered.graph.node if n.op_type == "MultiHeadAttention"]
         assert attention and all(producer[i].op_type == "MatMulIntegerToFloat" for n in attention for i in n.input)

@@ -367,30 +367,93 @@ def _fold_output_scales(graph: onnx.GraphProto) -> None:
     _replace(graph, folded, {"Mul", "MatMulIntegerToFloat"})
 
 
+def _split_sizes(index: GraphIndex, split: onnx.NodeProto, total: int) -> list[int] | None:
+    sizes = index.constants.get(split.input[1]) if len(split.input) > 1 and split.input[1] else None
+    sizes = attribute(split, "split") if sizes is None else sizes.tolist()
+    if sizes is None:
+        width, rest = divmod(total, len(split.output))
+        sizes = None if rest else [width] * len(split.output)
+    return list(sizes) if sizes is not None and sum(sizes) == total else None
+
+
 def _split_projections(graph: onnx.GraphProto, ranks: dict[str, int]) -> None:
-    """A projection whose only reader splits it along its last axis (the fused QKV): one projection
-    per part, all reading the same quantized input, and no Split copying the parts out."""
+    """A projection whose parts are split out (the fused QKV): one projection per part, all reading
+    the same quantized input, and no Split copying the parts out. Two layouts: a Split along the
+    last axis (the fused attention's), and a reshape to (B, N, parts, heads, head_dim) split along
+    axis 2 and squeezed (the Encoder-Decoder student's linear attention)."""
     index = GraphIndex(graph)
     parts: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
-        if node.op_type != "MatMulIntegerToFloat" or (split := index.only_consumer(node.output[0], "Split")) is None:
+        if node.op_type != "MatMulIntegerToFloat":
             continue
         weight, scale, zero, bias = _projection_constants(index, node)
-        rank, axis = ranks.get(node.output[0]), attribute(split, "axis", 0)
-        if rank is None or axis not in (-1, rank - 1):
+        found = _split_along_last_axis(index, node, ranks, weight.shape[1]) or _split_of_heads(index, node, weight.shape[1])
+        if found is None:
             continue
-        sizes = index.constants.get(split.input[1]) if len(split.input) > 1 and split.input[1] else None
-        sizes = attribute(split, "split") if sizes is None else sizes.tolist()
-        if sizes is None:
-            width, rest = divmod(weight.shape[1], len(split.output))
-            sizes = None if rest else [width] * len(split.output)
-        if sizes is None or sum(sizes) != weight.shape[1]:
-            continue
+        outputs, sizes, shape = found
         bounds = np.cumsum([0, *sizes])
-        for i, (out, a, b) in enumerate(zip(split.output, bounds[:-1], bounds[1:])):
-            parts[out] = [_projection(graph, f"{node.name}/part{i}", out, _same_activation(node), weight[:, a:b], scale[a:b],
-                                      zero[a:b], None if bias is None else bias[a:b])]
-    _replace(graph, parts, {"Split", "MatMulIntegerToFloat"})
+        for i, (out, a, b) in enumerate(zip(outputs, bounds[:-1], bounds[1:])):
+            name = f"{node.name}/part{i}"
+            part = _projection(graph, name, out if shape is None else f"{name}/tokens", _same_activation(node),
+                               weight[:, a:b], scale[a:b], zero[a:b], None if bias is None else bias[a:b])
+            parts[out] = [part]
+            if shape is not None:  # (B, N, heads x head_dim) -> (B, N, heads, head_dim), as the Squeeze gave
+                graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), f"{name}/heads_shape"))
+                parts[out].append(helper.make_node("Reshape", [f"{name}/tokens", f"{name}/heads_shape"], [out],
+                                                   name=f"{name}/Heads"))
+    _replace(graph, parts, {"Split", "Squeeze", "Gather", "Reshape", "MatMulIntegerToFloat"})
+
+
+def _split_along_last_axis(index: GraphIndex, node: onnx.NodeProto, ranks: dict[str, int], total: int):
+    """(the Split's outputs, their widths, None) or None."""
+    split = index.only_consumer(node.output[0], "Split")
+    rank = ranks.get(node.output[0])
+    if split is None or rank is None or attribute(split, "axis", 0) not in (-1, rank - 1):
+        return None
+    sizes = _split_sizes(index, split, total)
+    return None if sizes is None else (list(split.output), sizes, None)
+
+
+def _split_of_heads(index: GraphIndex, node: onnx.NodeProto, total: int):
+    """Reshape to (B, N, parts, heads, head_dim), then each part taken out along axis 2 (a Gather
+    of one index, or a Split into ones and a Squeeze each): (the parts' tensors in order, their
+    widths, the (B, N, heads, head_dim) target) or None."""
+    reshape = index.only_consumer(node.output[0], "Reshape")
+    target = _reshape_target(index, reshape) if reshape is not None else None
+    if target is None or len(target) != 5 or min(target[2:]) <= 0 or math.prod(target[2:]) != total:
+        return None
+    n_parts = target[2]
+    readers = [r for r, _ in index.consumers.get(reshape.output[0], [])]
+    if readers and all(r.op_type == "Gather" for r in readers):
+        taken = {}
+        for gather in readers:
+            position = index.constants.get(gather.input[1])
+            if attribute(gather, "axis", 0) not in (2, -3) or position is None or position.ndim != 0:
+                return None
+            taken[int(position) % n_parts] = gather.output[0]
+        outputs = [taken.get(i) for i in range(n_parts)]
+    elif len(readers) == 1 and readers[0].op_type == "Split" and attribute(readers[0], "axis", 0) in (2, -3):
+        split = readers[0]
+        if len(split.output) != n_parts or _split_sizes(index, split, n_parts) != [1] * n_parts:
+            return None
+        outputs = [_squeezed(index, out) for out in split.output]
+    else:
+        return None
+    if None in outputs or len(set(outputs)) != n_parts or len(readers) not in (1, n_parts):
+        return None
+    return outputs, [total // n_parts] * n_parts, target[:2] + target[3:]
+
+
+def _squeezed(index: GraphIndex, tensor: str) -> str | None:
+    """The output of the one Squeeze of axis 2 that reads `tensor`."""
+    squeeze = index.only_consumer(tensor, "Squeeze")
+    if squeeze is None:
+        return None
+    axes = attribute(squeeze, "axes")
+    if axes is None and len(squeeze.input) > 1:
+        axes = index.constants.get(squeeze.input[1])
+        axes = None if axes is None else axes.tolist()
+    return squeeze.output[0] if axes is not None and list(axes) in ([2], [-3]) else None
 
 
 def _replace(graph: onnx.GraphProto, new: dict[str, list[onnx.NodeProto]], dead_types: set[str]) -> None:

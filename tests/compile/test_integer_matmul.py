@@ -84,7 +84,7 @@ def test_projections_are_lowered_and_agree_with_the_qdq_graph(trained_run, small
     save_onnx_atomic(lowered, lowered_path)
     assert read_metadata(lowered_path).export["quantization"]["integer_projections"] == session.integer_projections
     for feed in _feeds(fp32, small_dataset, 1 if batch == "1" else 3):
-        assert lowering_differences(session.pre, session.last_qdq, lowered_path, feed) == ""
+        assert lowering_differences(cpu_outputs(session.pre, feed), session.last_qdq, lowered_path, feed) == ""
         a, b = cpu_outputs(session.last_qdq, feed), cpu_outputs(lowered_path, feed)
         assert a["score"].shape == b["score"].shape == (feed["images"].shape[0],)
         np.testing.assert_allclose(a["score"], b["score"], atol=5e-3)
@@ -92,7 +92,7 @@ def test_projections_are_lowered_and_agree_with_the_qdq_graph(trained_run, small
 
 def test_a_wiring_error_is_caught(trained_run, small_dataset, tmp_path):
     from dualkd_edge.artifacts.onnx_files import save_onnx_atomic
-    from dualkd_edge.compile.int8.graph_checks import lowering_differences
+    from dualkd_edge.compile.int8.graph_checks import cpu_outputs, lowering_differences
     from dualkd_edge.trace.onnx_export import ExportOptions, export_onnx
     from onnx import numpy_helper
 
@@ -106,10 +106,11 @@ def test_a_wiring_error_is_caught(trained_run, small_dataset, tmp_path):
     cut.attribute.append(onnx.helper.make_attribute("perm", [0, 2, 4, 1, 5, 3]))
     save_onnx_atomic(lowered, tmp_path / "wrong_patches.onnx")
     feed = _feeds(fp32, small_dataset, 1)[0]
-    assert "by" in lowering_differences(session.pre, session.last_qdq, tmp_path / "wrong_patches.onnx", feed)
+    fp32_outputs = cpu_outputs(session.pre, feed)
+    assert "by" in lowering_differences(fp32_outputs, session.last_qdq, tmp_path / "wrong_patches.onnx", feed)
     # one projection's output channels reversed
     lowered = session.candidate("minmax")
     weight = next(i for i in lowered.graph.initializer if i.name.endswith("/weight_int8"))
     weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight)[:, ::-1].copy(), weight.name))
     save_onnx_atomic(lowered, tmp_path / "wrong_columns.onnx")
-    assert "by" in lowering_differences(session.pre, session.last_qdq, tmp_path / "wrong_columns.onnx", feed)
+    assert "by" in lowering_differences(fp32_outputs, session.last_qdq, tmp_path / "wrong_columns.onnx", feed)

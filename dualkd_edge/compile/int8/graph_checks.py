@@ -42,10 +42,12 @@ def fp32_differences(reference, candidate, feed: dict[str, np.ndarray]) -> str:
     return "; ".join(f"{d.name} by {d.max_abs:.2e}" for d in diffs if not d.ok)
 
 
-def lowering_differences(fp32, quantized, lowered, feed: dict[str, np.ndarray]) -> str:
+def lowering_differences(reference: dict[str, np.ndarray] | str, quantized, lowered,
+                         feed: dict[str, np.ndarray]) -> str:
     """'' when the `lowered` INT8 graph stays within LOWERING_SHARE_OF_QUANTIZATION of the change
-    quantization made (`quantized` against `fp32`), or within FP32 tolerance, on every output."""
-    results = [cpu_outputs(path, feed) for path in (fp32, quantized, lowered)]
+    quantization made (`quantized` against the FP32 graph's outputs `reference` on `feed`, or why
+    those could not be computed), or within FP32 tolerance, on every output."""
+    results = [reference] + [cpu_outputs(path, feed) for path in (quantized, lowered)]
     if failed := next((r for r in results if isinstance(r, str)), None):
         return failed
     reference, qdq, candidate = results

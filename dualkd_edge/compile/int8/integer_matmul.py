@@ -85,6 +85,23 @@ def _float_bias(index: GraphIndex, node: onnx.NodeProto, position: int, n_out: i
     return np.broadcast_to(bias.reshape(-1), (n_out,)).astype(np.float32)
 
 
+def _int8_weight(index: GraphIndex, tensor: str, ndim: int, out_axis: int, transposed: bool = False):
+    """(weight, scale, zero point) of a per-tensor or per-output-channel INT8 weight behind a
+    DequantizeLinear, with the weight transposed first if `transposed`; None otherwise. The scale
+    and zero point are float32 / int8 of shape () or (channels,)."""
+    found = _dequantized_constant(index, tensor)
+    if found is None or found[0].dtype != np.int8 or found[0].ndim != ndim:
+        return None
+    w, scale, zero, axis = found
+    axis %= ndim
+    if transposed:
+        w, axis = w.T, ndim - 1 - axis
+    if scale.size != 1 and (scale.shape != (w.shape[out_axis],) or axis != out_axis):
+        return None
+    zero = np.zeros(scale.shape, np.int8) if zero is None else zero.reshape(scale.shape)
+    return w, scale.astype(np.float32), zero
+
+
 def _match(index: GraphIndex, node: onnx.NodeProto) -> _Projection | None:
     """A Gemm (what the pre-processing makes of a static-shape Linear) or a MatMul plus its bias Add
     (a dynamic-batch one) with a quantized input and an INT8 weight."""
@@ -92,17 +109,11 @@ def _match(index: GraphIndex, node: onnx.NodeProto) -> _Projection | None:
                                    or attribute(node, "beta", 1.0) != 1.0):
         return None
     quantize = _quantized_input(index, node, exclusive=False)  # a Shape may read it too
-    weight = _dequantized_constant(index, node.input[1])
-    if quantize is None or weight is None or weight[0].dtype != np.int8 or weight[0].ndim != 2:
+    weight = _int8_weight(index, node.input[1], 2, 1, transposed=bool(attribute(node, "transB", 0)))
+    if quantize is None or weight is None:
         return None
-    w, w_scale, w_zero, axis = weight
-    axis %= 2
-    if attribute(node, "transB", 0):
-        w, axis = w.T, 1 - axis
+    w, w_scale, w_zero = weight
     n_out = w.shape[1]
-    if w_scale.size != 1 and (w_scale.shape != (n_out,) or axis != 1):
-        return None
-    w_zero = np.zeros(w_scale.shape, np.int8) if w_zero is None else w_zero.reshape(w_scale.shape)
     output, bias = node.output[0], None
     if node.op_type == "Gemm":
         bias = _float_bias(index, node, 2, n_out)
@@ -112,7 +123,7 @@ def _match(index: GraphIndex, node: onnx.NodeProto) -> _Projection | None:
         output, bias = (add.output[0], bias) if bias is not None and bias is not False else (output, None)
     if bias is False:
         return None
-    return _Projection(node, output, quantize, np.ascontiguousarray(w), w_scale.astype(np.float32), w_zero, bias)
+    return _Projection(node, output, quantize, np.ascontiguousarray(w), w_scale, w_zero, bias)
 
 
 def _shapes(graph: onnx.GraphProto) -> dict[str, list[int | None]]:
@@ -183,8 +194,7 @@ def lower_projections(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     if not n_gemms + n_patches:
         return model, 0
     _fold_output_scales(graph)
-    tensors = {o for n in graph.node for o in n.output}
-    _split_projections(graph, {out: rank for out, rank in ranks.items() if out in tensors})
+    _split_projections(graph, ranks)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return model, n_gemms + n_patches
@@ -288,14 +298,11 @@ def _match_patch_embedding(index: GraphIndex, shapes: dict, conv: onnx.NodeProto
     quantize = _quantized_input(index, conv, exclusive=False)  # the image may feed several
     if quantize is None:
         return None
-    weight = _dequantized_constant(index, conv.input[1])
-    if weight is None or weight[0].dtype != np.int8 or weight[0].ndim != 4:
+    weight = _int8_weight(index, conv.input[1], 4, 0)
+    if weight is None:
         return None
-    w, w_scale, w_zero, axis = weight
+    w, w_scale, w_zero = weight
     c_out = w.shape[0]
-    if w_scale.size != 1 and (w_scale.shape != (c_out,) or axis != 0):
-        return None
-    w_zero = np.zeros(w_scale.shape, np.int8) if w_zero is None else w_zero.reshape(w_scale.shape)
     bias = _float_bias(index, conv, 2, c_out)
     shape = shapes.get(quantize.input[0])
     if bias is False or not shape or len(shape) != 4 or None in shape[1:] or shape[1] != w.shape[1]:
@@ -315,7 +322,7 @@ def _match_patch_embedding(index: GraphIndex, shapes: dict, conv: onnx.NodeProto
     batch = shape[0] if shape[0] is not None else -1
     if target[0] not in (-1, batch) or (target[0] == -1 and target[2] == -1):
         return None
-    return (quantize, (np.ascontiguousarray(w.reshape(c_out, -1).T), w_scale.astype(np.float32), w_zero, bias),
+    return (quantize, (np.ascontiguousarray(w.reshape(c_out, -1).T), w_scale, w_zero, bias),
             (int(batch), channels, grid_h, k_h, grid_w, k_w), transpose.output[0])
 
 

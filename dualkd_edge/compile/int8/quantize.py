@@ -110,6 +110,7 @@ class QuantizationSession:
         self.pre_proto = load_onnx_model(self.pre, load_weights=True)
         self.fused_attention = self._fuse_attention() if opts.target == "cpu" else 0
         self.integer_projections = 0  # set by each CPU-target candidate
+        self._check_batch = None  # (feed, FP32 outputs) for the lowering check, made on first use
         self.groups = layer_groups(self.pre_proto)
         self._ranges: dict[str, Path] = {}
 
@@ -221,14 +222,24 @@ class QuantizationSession:
             return qproto
         lowered_path = self.workdir / "lowered.onnx"
         save_onnx_atomic(lowered, lowered_path)
-        feed = self.batches.get_next()
-        self.batches.rewind()
-        differences = lowering_differences(self.pre, qdq_path, lowered_path, feed)
+        feed, fp32_outputs = self._fp32_check_batch()
+        differences = lowering_differences(fp32_outputs, qdq_path, lowered_path, feed)
         if differences:
             log.warning("projections kept as Q/DQ Gemm: the integer graph's outputs differ (%s)", differences)
             return qproto
         self.integer_projections = n
         return lowered
+
+    def _fp32_check_batch(self):
+        """The first calibration batch and the FP32 graph's outputs on it (or why it does not run):
+        computed once, the same for every candidate the lowering is checked on."""
+        from dualkd_edge.compile.int8.graph_checks import cpu_outputs
+
+        if self._check_batch is None:
+            feed = self.batches.get_next()
+            self.batches.rewind()
+            self._check_batch = (feed, cpu_outputs(self.pre, feed))
+        return self._check_batch
 
     def _set_metadata(self, qproto, method: str, kept: list[str]) -> None:
         new_meta = copy.deepcopy(self.meta)

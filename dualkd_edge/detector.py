@@ -12,7 +12,7 @@ import numpy as np
 from dualkd_edge.artifacts import LoadOptions, open_backend
 from dualkd_edge.decision.calibrations import ActiveCalibration, select_calibration
 from dualkd_edge.metadata import ArtifactMetadata, InputSpec
-from dualkd_edge.preprocess import map_to_image, to_model_view, views_to_input
+from dualkd_edge.preprocess import map_to_image, stack_inputs, to_model_view, views_to_input
 from dualkd_edge.runtime.base import Backend
 
 log = logging.getLogger("dualkd_edge")
@@ -112,11 +112,17 @@ class Detector:
                                   [img.shape[:2] for img in images])
 
     def prepare_views(self, views: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> PreparedBatch:
-        """`prepare` for images already made into what the model sees (preprocess.to_model_view, e.g. on
-        a stream's capture thread: the resize of a camera frame no longer waits on inference);
+        """`prepare` for images already made into what the model sees (preprocess.to_model_view);
         `sizes`: the images' own heights and widths."""
-        tensor = self.backend.pad_to_fixed_batch(views_to_input(views, self.meta.input))
-        return PreparedBatch(tensor, len(views), list(sizes))
+        return self._prepared(views_to_input(views, self.meta.input), sizes)
+
+    def prepare_inputs(self, inputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> PreparedBatch:
+        """`prepare` for images already made into their model input (preprocess.model_input, on a
+        stream's capture thread: resizing and normalising a frame no longer waits on inference)."""
+        return self._prepared(stack_inputs(inputs), sizes)
+
+    def _prepared(self, tensor: np.ndarray, sizes: Sequence[tuple[int, int]]) -> PreparedBatch:
+        return PreparedBatch(self.backend.pad_to_fixed_batch(tensor), len(sizes), list(sizes))
 
     def run(self, batch: PreparedBatch) -> dict[str, np.ndarray]:
         """Model outputs at model resolution for the batch's real images."""

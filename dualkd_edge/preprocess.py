@@ -60,12 +60,24 @@ def prepare_batch(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
 
 
 def views_to_input(views: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
-    """What the model sees (`to_model_view` of each image, made beforehand, e.g. on a capture
-    thread) -> the model's input batch."""
+    """What the model sees (`to_model_view` of each image) -> the model's input batch."""
     batch = np.stack(views)
     if spec.dtype == "uint8":
         return batch
     return normalize_nhwc_bgr(batch, spec.mean, spec.std)
+
+
+def model_input(img_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """One image of any size -> its slice of the model's input batch ((3, H, W) float32 normalised,
+    or (H, W, 3) uint8 for models that normalise in-graph). Made per frame on a stream's capture
+    thread, so the inference thread only stacks: on a 2-core machine the normalisation, left between
+    two inferences, waited for a core while the overlay thread painted (line-pace-cpu-2core.md)."""
+    return views_to_input([to_model_view(img_bgr, spec)], spec)[0]
+
+
+def stack_inputs(inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """`model_input` of each image -> the batch (one image: a view, no copy)."""
+    return inputs[0][None] if len(inputs) == 1 else np.stack(inputs)
 
 
 def scored_box(spec: InputSpec, height: int, width: int) -> tuple[int, int, int, int]:

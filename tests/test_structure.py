@@ -230,8 +230,14 @@ def test_detector_stages_make_predict(dynamic_onnx):
     assert batch.count == 3 and batch.sizes == [im.shape[:2] for im in images]
     staged = det.decide(det.run(batch), batch.sizes)
     direct = det.predict(images)
-    for a, b in zip(staged, direct):
-        assert a.score == b.score and np.array_equal(a.anomaly_map, b.anomaly_map)
+    # a stream's way: each frame's input made apart (on its capture thread), then stacked
+    from dualkd_edge.preprocess import model_input
+
+    inputs = det.prepare_inputs([model_input(im, det.meta.input) for im in images], batch.sizes)
+    streamed = det.decide(det.run(inputs), inputs.sizes)
+    for a, b, c in zip(staged, direct, streamed):
+        assert a.score == b.score == c.score and np.array_equal(a.anomaly_map, b.anomaly_map)
+        assert np.array_equal(c.anomaly_map, b.anomaly_map)
         assert a.is_anomaly == (a.score >= 0.4)  # the threshold the Detector owns
 
 

@@ -29,6 +29,18 @@ NG_COLOURS = ((0, 0, 215), (255, 255, 255))
 OK_COLOURS = ((0, 215, 0), (0, 0, 0))
 LEGEND_BG = (32, 32, 32)
 BANNER_FRACTION = 0.16  # banner height / image height
+LEGENDS_KEPT = 8  # colour bars kept drawn, one per image size
+
+
+def _banner_height(image_height: int) -> int:
+    return max(48, round(BANNER_FRACTION * image_height))
+
+
+def _into(view: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Copy `pixels` into `view` unless OpenCV already wrote them there (its dst argument)."""
+    if pixels is not view:
+        view[:] = pixels
+    return view
 
 
 def colour_lut() -> np.ndarray:
@@ -61,7 +73,9 @@ class OverlayPainter:
         self.scale = scale
         self.threshold = float(threshold)
         self.lut = colour_lut()
+        self.lut_planes = self.lut.reshape(256, 1, 3)  # cv2.LUT's form of a per-channel table
         self.alpha_lut = np.linspace(ALPHA_COOL, ALPHA_HOT, 256, dtype=np.float32)  # heat weight per colour
+        self._legends: dict[tuple[int, int], np.ndarray] = {}
 
     @classmethod
     def for_model(cls, meta: ArtifactMetadata, source: str, threshold: float | None = None) -> "OverlayPainter":
@@ -98,25 +112,41 @@ class OverlayPainter:
     # -- the picture ----------------------------------------------------------------------------
     def draw(self, image_bgr: np.ndarray, anomaly_map: np.ndarray, score: float, is_anomaly: bool,
              caption: str = "") -> np.ndarray:
-        """Banner + image with heat map and outlines + colour bar, as one BGR image."""
+        """Banner + image with heat map and outlines + colour bar, as one BGR image.
+
+        Drawn straight into one canvas (no stacking copy). A small image is blended at its own size
+        and the blend enlarged: the map is smooth at that scale, and the stream's overlay thread
+        paints every frame beside the model (benchmarks/results/line-pace-cpu-2core.md)."""
         image = image_bgr if image_bgr.ndim == 3 else cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
         h, w = image.shape[:2]
-        amap = anomaly_map.astype(np.float32)
+        amap = anomaly_map.astype(np.float32, copy=False)
         if amap.shape != (h, w):
             amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
         factor = math.ceil(MIN_DISPLAY_SIDE / min(h, w)) if min(h, w) < MIN_DISPLAY_SIDE else 1
+        width, height = w * factor, h * factor
+        legend = self._legend(width, height)
+        banner_h = _banner_height(height)
+        canvas = np.empty((banner_h + height + legend.shape[0], width, 3), np.uint8)
+        self._paint_banner(canvas[:banner_h], score, is_anomaly, caption)
+        body = canvas[banner_h:banner_h + height]
         if factor > 1:
-            image = cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_LINEAR)
-            amap = cv2.resize(amap, (w * factor, h * factor), interpolation=cv2.INTER_LINEAR)
-        body = self._blend(image, amap)
+            _into(body, cv2.resize(self._blend(image, amap), (width, height), interpolation=cv2.INTER_LINEAR))
+            amap = cv2.resize(amap, (width, height), interpolation=cv2.INTER_LINEAR)
+        else:
+            self._blend(image, amap, out=body)
         self._outline(body, amap)
-        return np.vstack([self._banner(body.shape[1], body.shape[0], score, is_anomaly, caption), body,
-                          self._legend(body.shape[1], body.shape[0])])
+        canvas[banner_h + height:] = legend
+        return canvas
 
-    def _blend(self, image: np.ndarray, amap: np.ndarray) -> np.ndarray:
+    def _blend(self, image: np.ndarray, amap: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         index = self.colour_index(amap)
         alpha = cv2.LUT(index, self.alpha_lut)
-        return cv2.blendLinear(image, cv2.applyColorMap(index, COLORMAP), 1.0 - alpha, alpha)
+        # The bar's own table on the index's three planes: the colours applyColorMap gives, without
+        # the table it rebuilds per call (a third of the blend's time at 224 px).
+        colours = cv2.LUT(cv2.cvtColor(index, cv2.COLOR_GRAY2BGR), self.lut_planes)
+        if out is None:
+            return cv2.blendLinear(image, colours, 1.0 - alpha, alpha)
+        return _into(out, cv2.blendLinear(image, colours, 1.0 - alpha, alpha, dst=out))
 
     def _outline(self, body: np.ndarray, amap: np.ndarray) -> None:
         mask = self.defect_mask(amap)
@@ -128,12 +158,11 @@ class OverlayPainter:
         cv2.drawContours(body, contours, -1, (0, 0, 0), thick + 2, cv2.LINE_AA)
         cv2.drawContours(body, contours, -1, (255, 255, 255), thick, cv2.LINE_AA)
 
-    def _banner(self, width: int, height: int, score: float, is_anomaly: bool, caption: str) -> np.ndarray:
+    def _paint_banner(self, strip: np.ndarray, score: float, is_anomaly: bool, caption: str) -> None:
         """OK / NG in letters over 10% of the image height tall (about 3 cm on a 24-inch 1080p screen:
-        legible some 3 m away) on a full-width green / red strip."""
-        bh = max(48, round(BANNER_FRACTION * height))
+        legible some 3 m away) on a full-width green / red strip, painted into `strip`."""
+        bh, width = strip.shape[:2]
         bg, fg = NG_COLOURS if is_anomaly else OK_COLOURS
-        strip = np.empty((bh, width, 3), np.uint8)
         strip[:] = bg
         pad = max(4, bh // 6)
         label_h, details_h = round(0.7 * bh), round(0.28 * bh)
@@ -142,10 +171,18 @@ class OverlayPainter:
         details += f"   {caption}" if caption else ""
         x = pad + label_w + 2 * pad
         _put_text(strip, details, (x, (bh + details_h) // 2), details_h, fg, max_width=width - x - pad)
-        return strip
 
     def _legend(self, width: int, height: int) -> np.ndarray:
-        """The colour bar with what its parts mean for this model."""
+        """The colour bar with what its parts mean for this model: the same for every frame of a size,
+        so drawn once per size."""
+        key = (width, height)
+        if key not in self._legends:
+            if len(self._legends) >= LEGENDS_KEPT:  # a folder of many sizes: keep the newest few
+                self._legends.pop(next(iter(self._legends)))
+            self._legends[key] = self._draw_legend(width, height)
+        return self._legends[key]
+
+    def _draw_legend(self, width: int, height: int) -> np.ndarray:
         lh = max(34, round(0.08 * height))
         strip = np.empty((lh, width, 3), np.uint8)
         strip[:] = LEGEND_BG

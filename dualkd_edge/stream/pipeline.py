@@ -21,7 +21,7 @@ from dualkd_edge.decision.hot_swap import warm_up
 from dualkd_edge.detector import Detector
 from dualkd_edge.errors import UserError
 from dualkd_edge.output_paths import describe_os_error
-from dualkd_edge.preprocess import to_model_view
+from dualkd_edge.preprocess import model_input
 from dualkd_edge.stream.capture.threads import CaptureWorker, Frame, RetryPolicy, prepare_source
 from dualkd_edge.stream.outputs.file_worker import FileOutputWorker
 from dualkd_edge.stream.results import FrameResult
@@ -301,8 +301,8 @@ class StreamRunner:
     def _score(self, batch: list[tuple[CaptureWorker, Frame]]) -> list[FrameResult]:
         """The Detector's three stages, each timed (per frame: the batch's time over its size)."""
         t0 = time.perf_counter()
-        frames = [f for _, f in batch]  # their views were made by the capture threads (run())
-        prepared = self.det.prepare_views([f.view for f in frames], [f.image.shape[:2] for f in frames])
+        frames = [f for _, f in batch]  # their inputs were made by the capture threads (run())
+        prepared = self.det.prepare_inputs([f.model_input for f in frames], [f.image.shape[:2] for f in frames])
         t1 = time.perf_counter()
         outputs = self.det.run(prepared)
         t2 = time.perf_counter()
@@ -391,11 +391,12 @@ class StreamRunner:
 
         # The model's first inference (session set-up, memory) happens before any camera opens.
         warm_up(self.det, self.opts.batch, check=False)
-        # Each capture thread also resizes its frames to the model's input (the same for every model
-        # a hot swap may bring: check_replacement), beside the inference of the previous frame.
-        make_view = partial(to_model_view, spec=self.det.meta.input)
+        # Each capture thread also makes its frames into the model's input, resized and normalised
+        # (the same for every model a hot swap may bring: check_replacement), beside the inference of
+        # the previous frame.
+        make_input = partial(model_input, spec=self.det.meta.input)
         workers = self.workers = [CaptureWorker(i, s, self.stop, self.opts.retry, arrived=self._arrived,
-                                                make_view=make_view) for i, s in enumerate(self.specs)]
+                                                make_input=make_input) for i, s in enumerate(self.specs)]
         t_begin = time.perf_counter()
         outputs: list[str] = []
         if self.file_outputs.sinks:

@@ -164,6 +164,37 @@ def test_small_images_are_enlarged_for_legibility():
     assert over.shape[1] == 384
 
 
+def test_enlarged_overlay_matches_one_drawn_at_the_enlarged_size():
+    """A small image is blended at its own size and then enlarged (the cheap way, for streams):
+    the picture must be the one drawn from the enlarged image and map, up to interpolation."""
+    rng = np.random.default_rng(6)
+    painter = OverlayPainter.for_model(_meta(_calibrated_on([_normal_map(rng) for _ in range(30)])), "m.onnx")
+    image = cv2.GaussianBlur(rng.integers(0, 255, (120, 120, 3), dtype=np.uint8), (0, 0), 2)
+    amap, _ = _with_defect(_normal_map(rng, 120), (60, 40), 12, 0.3)
+    small = painter.draw(image, amap, 0.9, True)
+    big = painter.draw(cv2.resize(image, (360, 360)), cv2.resize(amap, (360, 360)), 0.9, True)
+    assert small.shape == big.shape
+    difference = np.abs(small.astype(int) - big.astype(int)).max(axis=2)
+    banner_h = round(BANNER_FRACTION * 360)
+    body = difference[banner_h:banner_h + 360]
+    assert np.array_equal(difference[:banner_h], np.zeros_like(difference[:banner_h]))  # same banner
+    assert np.median(body) <= 2 and np.mean(body > 40) < 0.02  # colour steps at band edges, outlines
+
+
+def test_the_colour_bar_is_drawn_once_per_size_and_pictures_do_not_share_pixels():
+    painter = OverlayPainter.for_model(_meta(_calibrated_on([_normal_map(np.random.default_rng(7))])), "m.onnx")
+    image, amap = np.zeros((400, 400, 3), np.uint8), np.zeros((400, 400), np.float32)
+    first = painter.draw(image, amap, 0.1, False)
+    second = painter.draw(image, amap, 0.9, True)
+    assert painter._legend(400, 400) is painter._legend(400, 400)
+    np.testing.assert_array_equal(first[-40:], second[-40:])  # the same colour bar below
+    second[-1] = 0  # a picture handed out is its own: the cached bar is not touched
+    np.testing.assert_array_equal(painter.draw(image, amap, 0.1, False), first)
+    for side in range(400, 400 + 3 * 8):  # a folder of many sizes keeps a bounded number of bars
+        painter._legend(side, side)
+    assert len(painter._legends) <= 8
+
+
 def test_old_artifact_falls_back_to_per_image_scale_with_one_warning(caplog):
     meta = _meta(None)
     with caplog.at_level(logging.WARNING, logger="dualkd_edge"):

@@ -64,6 +64,22 @@ def test_prepare_batch_crops_for_both_input_types():
     np.testing.assert_allclose(floats[0, 0], (resized[8:120, 8:120, 2] / 255.0 - 0.485) / 0.229, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float", "uint8"])
+def test_a_capture_threads_model_input_is_the_batch_prepare_makes(dtype):
+    """Streams make each frame's input on its capture thread (model_input) and stack them; the
+    batch must be the one prepare_batch makes from the same images, value for value."""
+    from dualkd_edge.preprocess import model_input, stack_inputs
+
+    rng = np.random.default_rng(1)
+    spec = replace(CROP_SPEC, dtype=dtype)
+    images = [rng.integers(0, 255, (150 + 7 * k, 170, 3), dtype=np.uint8) for k in range(3)]
+    for count in (1, 3):
+        stacked = stack_inputs([model_input(img, spec) for img in images[:count]])
+        expected = prepare_batch(images[:count], spec)
+        assert stacked.dtype == expected.dtype and stacked.flags.c_contiguous
+        np.testing.assert_array_equal(stacked, expected)
+
+
 def test_artifacts_without_geometry_fields_keep_the_old_behaviour():
     old_input = {"height": 112, "width": 112, "dtype": "float", "mean": [0.485, 0.456, 0.406],
                  "std": [0.229, 0.224, 0.225], "color": "RGB", "layout": "NCHW", "batch": 1}

@@ -279,3 +279,33 @@ def test_the_overlay_thread_gets_a_core_only_when_it_costs_the_model_less():
     assert not leaves_a_core(model_ms=65, outputs_ms=15, cores=2)
     assert leaves_a_core(model_ms=65, outputs_ms=15, cores=8)  # a core is 1/7 of the model there, not 1/1
     assert not leaves_a_core(model_ms=1, outputs_ms=100, cores=1)  # nothing to leave
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_file_outputs_run_in_order_below_the_inference_threads_priority():
+    """The file-output thread yields the CPU to the model (file_worker.py) and still writes every
+    frame, in order; the inference thread's priority is left as it was."""
+    import threading
+
+    from dualkd_edge.stream.outputs.file_worker import OUTPUT_THREAD_NICE, FileOutputWorker
+    from dualkd_edge.stream.outputs.sinks import Sink
+
+    class Recorder(Sink):
+        off_thread = True
+
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int]] = []
+
+        def write(self, result) -> None:
+            self.seen.append((result, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    sink = Recorder()
+    worker = FileOutputWorker([sink], on_error=lambda s, e: None, failed=set(), capacity=2)
+    worker.start()
+    for k in range(20):  # more than the queue holds: submit waits instead of dropping
+        worker.submit(k)
+    worker.finish()
+    assert [k for k, _ in sink.seen] == list(range(20))
+    assert {nice for _, nice in sink.seen} == {max(own, OUTPUT_THREAD_NICE)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own

@@ -35,10 +35,11 @@ class Frame:
     # next frame to arrive (OpenCV cannot tell the two apart).
     decode_ms: float
     image: np.ndarray
-    # What the model sees (preprocess.to_model_view), made on the capture thread when the pipeline
-    # asks for it: resizing a camera frame (~4 ms at 1080p) then overlaps the previous inference.
-    view: np.ndarray | None = None
-    resize_ms: float = 0.0  # the time making `view` took
+    # The frame's model input (preprocess.model_input: resized, normalised), made on the capture
+    # thread when the pipeline asks for it: resizing a camera frame (~4 ms at 1080p) and normalising
+    # it then overlap the previous inference.
+    model_input: np.ndarray | None = None
+    resize_ms: float = 0.0  # the time making `model_input` took (JSON name kept: scripts read it)
 
 
 @dataclass
@@ -123,7 +124,7 @@ def open_capture(spec: SourceSpec, policy: RetryPolicy, stats: SourceStats | Non
 class CaptureWorker(threading.Thread):
     def __init__(self, index: int, spec: SourceSpec, stop: threading.Event, policy: RetryPolicy,
                  queue_size: int = 2, arrived: threading.Event | None = None,
-                 make_view: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 make_input: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         super().__init__(name=f"capture-{index}", daemon=True)
         self.index = index
         self.spec = spec
@@ -139,15 +140,15 @@ class CaptureWorker(threading.Thread):
         self.last_delivery: float | None = None  # perf_counter() of the last frame handed over
         # Set after every frame handed over and at the end: the pipeline sleeps on it instead of polling.
         self.arrived = arrived if arrived is not None else threading.Event()
-        self.make_view = make_view
+        self.make_input = make_input
 
     # -- delivery -------------------------------------------------------------------------------
     def _deliver(self, frame: Frame) -> bool:
         """Hand `frame` to the pipeline; False when it was skipped (no model can take it)."""
-        if self.make_view is not None:  # after t_ready: e2e latency still counts the resize
+        if self.make_input is not None:  # after t_ready: e2e latency still counts the resize
             t0 = time.perf_counter()
             try:
-                frame.view = self.make_view(frame.image)
+                frame.model_input = self.make_input(frame.image)
             except Exception as exc:  # noqa: BLE001 - ValueError, cv2.error: a frame no model can take is skipped
                 log.warning("%s: skipping frame %d (%s)", self.spec.name, frame.index, exc)
                 self.stats.corrupted += 1

@@ -6,12 +6,20 @@ One worker thread takes the scored frames in order from a bounded queue and hand
 in their order (pictures first, then the JSONL record), so every file keeps the frame order. Files
 never drop a frame: when the queue is full (the disk or the encoder is slower than the camera for a
 while), `submit` waits, which holds the pipeline back (back-pressure); each wait is counted and
-reported, and a sink that fails (disk full) stops the run loudly as before."""
+reported, and a sink that fails (disk full) stops the run loudly as before.
+
+The worker runs at the lowest CPU priority (Linux): when the model's threads want every core, the
+files take what is left instead of stalling one of them mid-operator, which held up the whole
+parallel inference (edge-s224 INT8 on 2 cores: 57 -> 61 ms per image at equal priority, 58.5 ms at
+nice 19; benchmarks/results/line-pace-cpu-2core.md). The queue bounds how far the files may fall
+behind: when it is full, the pipeline waits and the files catch up."""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from typing import Callable
@@ -22,6 +30,7 @@ from dualkd_edge.stream.summary import StageLatencies
 
 log = logging.getLogger("dualkd_edge")
 
+OUTPUT_THREAD_NICE = 19  # the lowest priority: inference always goes first
 QUEUE_FRAMES = 16  # frames waiting for the file outputs (each holds its image: ~1 MB at VGA)
 _DONE = object()
 
@@ -50,6 +59,7 @@ class FileOutputWorker(threading.Thread):
             self.wait_ms += (time.perf_counter() - t0) * 1e3
 
     def run(self) -> None:
+        lower_thread_priority(OUTPUT_THREAD_NICE)
         while (result := self.queue.get()) is not _DONE:
             t0 = time.perf_counter()
             for sink in self.sinks:
@@ -73,3 +83,15 @@ class FileOutputWorker(threading.Thread):
     def report(self) -> dict:
         return {"sinks": [s.option or type(s).__name__ for s in self.sinks], "ms_per_frame": self.latency.stats(),
                 "pipeline_waits": self.waits, "pipeline_wait_ms": round(self.wait_ms, 1)}
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Give the calling thread the niceness `nice` (Linux, where a thread id is a process id to
+    setpriority; elsewhere that call would reach the whole process, so nothing is done). Lowering a
+    priority needs no privilege; a refusal only costs pace, so it is logged and the run goes on."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as exc:
+        log.debug("file outputs keep the default CPU priority (%s)", exc)

@@ -285,6 +285,7 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     from dualkd_edge.fileio import json_bytes
     from dualkd_edge.output_paths import ResultNotWritten, check_outputs, write_result
     from dualkd_edge.stream.capture.sources import parse_source
+    from dualkd_edge.stream.outputs.core_share import model_takes_every_core
     from dualkd_edge.stream.outputs.credentials import warn_source_credentials
     from dualkd_edge.stream.outputs.line import LineOptions
 
@@ -302,6 +303,7 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
         inputs["MODEL"] = model
     check_outputs(folders=folders, appends=appends, inputs=inputs)
     det, load = open_for_run(model, load, threshold, opts, specs)
+    opts = replace(opts, file_outputs_yield_cpu=model_takes_every_core(det, load.threads))
     runner = None
     try:
         runner = start_runner(det, specs, opts, line)

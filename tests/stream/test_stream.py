@@ -282,9 +282,11 @@ def test_the_overlay_thread_gets_a_core_only_when_it_costs_the_model_less():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
-def test_file_outputs_run_in_order_below_the_inference_threads_priority():
-    """The file-output thread yields the CPU to the model (file_worker.py) and still writes every
-    frame, in order; the inference thread's priority is left as it was."""
+@pytest.mark.parametrize("yield_cpu", [True, False])
+def test_file_outputs_run_in_order_below_the_inference_threads_priority(yield_cpu):
+    """The file-output thread yields the CPU to a model that takes every core (file_worker.py), keeps
+    its priority where a core was left for it, and writes every frame in order either way; the
+    inference thread's priority is left as it was."""
     import threading
 
     from dualkd_edge.stream.outputs.file_worker import OUTPUT_THREAD_NICE, FileOutputWorker
@@ -301,11 +303,24 @@ def test_file_outputs_run_in_order_below_the_inference_threads_priority():
 
     own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     sink = Recorder()
-    worker = FileOutputWorker([sink], on_error=lambda s, e: None, failed=set(), capacity=2)
+    worker = FileOutputWorker([sink], on_error=lambda s, e: None, failed=set(), capacity=2, yield_cpu=yield_cpu)
     worker.start()
     for k in range(20):  # more than the queue holds: submit waits instead of dropping
         worker.submit(k)
     worker.finish()
     assert [k for k, _ in sink.seen] == list(range(20))
-    assert {nice for _, nice in sink.seen} == {max(own, OUTPUT_THREAD_NICE)}
+    assert {nice for _, nice in sink.seen} == {max(own, OUTPUT_THREAD_NICE) if yield_cpu else own}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
+
+
+def test_the_file_outputs_yield_only_to_a_model_on_every_cpu_core(model):
+    from dualkd_edge.detector import Detector
+    from dualkd_edge.stream.outputs.core_share import model_takes_every_core
+
+    det = Detector.load(model)
+    try:
+        assert model_takes_every_core(det, None)  # ONNX Runtime's default: a thread per core
+        assert model_takes_every_core(det, physical_cores())
+        assert not model_takes_every_core(det, physical_cores() - 1)  # a core left for the outputs
+    finally:
+        det.close()

@@ -71,6 +71,16 @@ def _fastest_ms(action, repeats: int = 3) -> float:
     return 1000 * best
 
 
+def model_takes_every_core(detector, threads: int | None) -> bool:
+    """Whether the model's ONNX Runtime CPU threads cover every physical core (its default), so that
+    the file outputs should yield to it (file_worker.py). A model on a GPU, or another backend, leaves
+    the CPU's priorities alone."""
+    providers = getattr(detector.backend, "providers", None)
+    if not providers or providers[0] != "CPUExecutionProvider":
+        return False
+    return threads is None or threads >= physical_cores()
+
+
 def leaves_a_core(model_ms: float, outputs_ms: float, cores: int) -> bool:
     return cores > 1 and outputs_ms > model_ms / (2 * (cores - 1))
 

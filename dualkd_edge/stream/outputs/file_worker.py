@@ -8,10 +8,11 @@ never drop a frame: when the queue is full (the disk or the encoder is slower th
 while), `submit` waits, which holds the pipeline back (back-pressure); each wait is counted and
 reported, and a sink that fails (disk full) stops the run loudly as before.
 
-The worker runs at the lowest CPU priority (Linux): when the model's threads want every core, the
+When the model's threads take every core, the worker runs at the lowest CPU priority (Linux): the
 files take what is left instead of stalling one of them mid-operator, which held up the whole
 parallel inference (edge-s224 INT8 on 2 cores: 57 -> 61 ms per image at equal priority, 58.5 ms at
-nice 19; benchmarks/results/line-pace-cpu-2core.md). The queue bounds how far the files may fall
+nice 19; benchmarks/results/line-pace-cpu-2core.md). Not when a core was left for the outputs:
+there the capture threads took that core from a deprioritised worker (tiny at 720p: 0.71x -> 0.60x). The queue bounds how far the files may fall
 behind: when it is full, the pipeline waits and the files catch up."""
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ _DONE = object()
 
 class FileOutputWorker(threading.Thread):
     def __init__(self, sinks: list[Sink], on_error: Callable[[Sink, OSError], None], failed: set[int],
-                 capacity: int = QUEUE_FRAMES) -> None:
+                 capacity: int = QUEUE_FRAMES, yield_cpu: bool = True) -> None:
         """`on_error` records a sink that could not write in `failed` (the runner's set of ids), which
-        then gets no more frames."""
+        then gets no more frames; `yield_cpu`: run at the lowest priority (the model takes every core)."""
         super().__init__(name="file-outputs", daemon=True)
         self.sinks = sinks
         self.on_error = on_error
         self.queue: queue.Queue = queue.Queue(maxsize=capacity)
         self.failed = failed
+        self.yield_cpu = yield_cpu
         self.latency = StageLatencies()  # time the sinks took per frame, off the inference thread
         self.waits = 0  # times the pipeline waited for a full queue
         self.wait_ms = 0.0
@@ -59,7 +61,8 @@ class FileOutputWorker(threading.Thread):
             self.wait_ms += (time.perf_counter() - t0) * 1e3
 
     def run(self) -> None:
-        lower_thread_priority(OUTPUT_THREAD_NICE)
+        if self.yield_cpu:
+            lower_thread_priority(OUTPUT_THREAD_NICE)
         while (result := self.queue.get()) is not _DONE:
             t0 = time.perf_counter()
             for sink in self.sinks:

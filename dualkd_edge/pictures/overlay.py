@@ -9,6 +9,7 @@ text stays legible. Torch-free.
 from __future__ import annotations
 
 import math
+import threading
 
 import cv2
 import numpy as np
@@ -76,6 +77,7 @@ class OverlayPainter:
         self.lut_planes = self.lut.reshape(256, 1, 3)  # cv2.LUT's form of a per-channel table
         self.alpha_lut = np.linspace(ALPHA_COOL, ALPHA_HOT, 256, dtype=np.float32)  # heat weight per colour
         self._legends: dict[tuple[int, int], np.ndarray] = {}
+        self._legends_lock = threading.Lock()
 
     @classmethod
     def for_model(cls, meta: ArtifactMetadata, source: str, threshold: float | None = None) -> "OverlayPainter":
@@ -176,11 +178,12 @@ class OverlayPainter:
         """The colour bar with what its parts mean for this model: the same for every frame of a size,
         so drawn once per size."""
         key = (width, height)
-        if key not in self._legends:
-            if len(self._legends) >= LEGENDS_KEPT:  # a folder of many sizes: keep the newest few
-                self._legends.pop(next(iter(self._legends)))
-            self._legends[key] = self._draw_legend(width, height)
-        return self._legends[key]
+        with self._legends_lock:  # a window (inference thread) and the files (their thread) share a painter
+            if key not in self._legends:
+                if len(self._legends) >= LEGENDS_KEPT:  # a folder of many sizes: keep the newest few
+                    self._legends.pop(next(iter(self._legends)))
+                self._legends[key] = self._draw_legend(width, height)
+            return self._legends[key]
 
     def _draw_legend(self, width: int, height: int) -> np.ndarray:
         lh = max(34, round(0.08 * height))

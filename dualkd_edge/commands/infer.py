@@ -245,12 +245,13 @@ def share_cores_with_file_outputs(det, load, opts, specs, model, reopen):
         model_ms_per_image,
         outputs_ms_per_frame,
         physical_cores,
+        runs_on_cpu,
     )
 
     onnx_file = isinstance(model, Path) and model.suffix == ".onnx"  # threads are ONNX Runtime's only
     if not onnx_file or load.threads is not None or not opts.paints_files or any(s.live for s in specs):
         return det, load
-    if getattr(det.backend, "providers", ["?"])[0] != "CPUExecutionProvider":
+    if not runs_on_cpu(det):
         return det, load  # on a GPU the model's CPU threads are not what sets its pace
     if (cores := physical_cores()) < 2 or (frame := first_frame(specs)) is None:
         return det, load
@@ -285,7 +286,6 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
     from dualkd_edge.fileio import json_bytes
     from dualkd_edge.output_paths import ResultNotWritten, check_outputs, write_result
     from dualkd_edge.stream.capture.sources import parse_source
-    from dualkd_edge.stream.outputs.core_share import model_takes_every_core
     from dualkd_edge.stream.outputs.credentials import warn_source_credentials
     from dualkd_edge.stream.outputs.line import LineOptions
 
@@ -303,7 +303,6 @@ def run_infer(model, source: str, opts, load, threshold: float | None = None, li
         inputs["MODEL"] = model
     check_outputs(folders=folders, appends=appends, inputs=inputs)
     det, load = open_for_run(model, load, threshold, opts, specs)
-    opts = replace(opts, file_outputs_yield_cpu=model_takes_every_core(det, load.threads))
     runner = None
     try:
         runner = start_runner(det, specs, opts, line)

@@ -58,6 +58,7 @@ class OnnxRuntimeBackend(Backend):
 
         path = Path(path)
         self.path = path
+        self.cpu_threads = threads  # None: ONNX Runtime's default, a thread per physical core
         model = load_onnx_model(path)  # metadata only; ORT reads the weights itself
         self.meta = onnx_metadata(model, path)
         chosen = choose_providers(providers, ort.get_available_providers())

@@ -23,6 +23,7 @@ from dualkd_edge.errors import UserError
 from dualkd_edge.output_paths import describe_os_error
 from dualkd_edge.preprocess import model_input
 from dualkd_edge.stream.capture.threads import CaptureWorker, Frame, RetryPolicy, prepare_source
+from dualkd_edge.stream.outputs.core_share import model_takes_every_core
 from dualkd_edge.stream.outputs.file_worker import FileOutputWorker
 from dualkd_edge.stream.results import FrameResult
 from dualkd_edge.stream.outputs.sinks import (
@@ -63,10 +64,6 @@ class StreamOptions:
     review_ok_rate: float = 0.02
     defect_types: tuple[str, ...] = ()
     drift: DriftSettings = field(default_factory=DriftSettings)
-    # The file-output thread at the lowest CPU priority (file_worker.py): right while the model's
-    # threads take every core; not when a core was left for the outputs (infer: core_share.py),
-    # where a deprioritised thread lost its core to the capture threads.
-    file_outputs_yield_cpu: bool = True
 
     def validate(self) -> None:
         if self.batch < 1:
@@ -165,7 +162,7 @@ class StreamRunner:
         self._failed_sinks: set[int] = set()
         self.inline_sinks = [s for s in self.sinks if not s.off_thread]
         self.file_outputs = FileOutputWorker([s for s in self.sinks if s.off_thread], self._output_failed,
-                                             self._failed_sinks, yield_cpu=opts.file_outputs_yield_cpu)
+                                             self._failed_sinks, yield_cpu=model_takes_every_core(detector))
         self.latencies: dict[str, StageLatencies] = {s: StageLatencies() for s in STAGES}
         self.frames = self.anomalies = 0
         self.workers: list[CaptureWorker] = []

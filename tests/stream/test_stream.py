@@ -317,10 +317,11 @@ def test_the_file_outputs_yield_only_to_a_model_on_every_cpu_core(model):
     from dualkd_edge.detector import Detector
     from dualkd_edge.stream.outputs.core_share import model_takes_every_core
 
-    det = Detector.load(model)
-    try:
-        assert model_takes_every_core(det, None)  # ONNX Runtime's default: a thread per core
-        assert model_takes_every_core(det, physical_cores())
-        assert not model_takes_every_core(det, physical_cores() - 1)  # a core left for the outputs
-    finally:
-        det.close()
+    expected = {None: True, physical_cores(): True,  # None: ONNX Runtime's default, a thread per core
+                physical_cores() - 1: False}  # a core left for the outputs
+    for threads, takes_every_core in expected.items():
+        det = Detector.load(model, threads=threads)
+        try:
+            assert model_takes_every_core(det) == takes_every_core, threads
+        finally:
+            det.close()

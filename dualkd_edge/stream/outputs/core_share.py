@@ -71,13 +71,19 @@ def _fastest_ms(action, repeats: int = 3) -> float:
     return 1000 * best
 
 
-def model_takes_every_core(detector, threads: int | None) -> bool:
+def runs_on_cpu(detector) -> bool:
+    """Whether ONNX Runtime's CPU provider runs the model (its CPU threads then set the pace)."""
+    providers = getattr(detector.backend, "providers", None)
+    return bool(providers) and providers[0] == "CPUExecutionProvider"
+
+
+def model_takes_every_core(detector) -> bool:
     """Whether the model's ONNX Runtime CPU threads cover every physical core (its default), so that
     the file outputs should yield to it (file_worker.py). A model on a GPU, or another backend, leaves
     the CPU's priorities alone."""
-    providers = getattr(detector.backend, "providers", None)
-    if not providers or providers[0] != "CPUExecutionProvider":
+    if not runs_on_cpu(detector):
         return False
+    threads = detector.backend.cpu_threads
     return threads is None or threads >= physical_cores()
 
 

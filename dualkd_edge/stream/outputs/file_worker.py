@@ -11,9 +11,10 @@ reported, and a sink that fails (disk full) stops the run loudly as before.
 When the model's threads take every core, the worker runs at the lowest CPU priority (Linux): the
 files take what is left instead of stalling one of them mid-operator, which held up the whole
 parallel inference (edge-s224 INT8 on 2 cores: 57 -> 61 ms per image at equal priority, 58.5 ms at
-nice 19; benchmarks/results/line-pace-cpu-2core.md). Not when a core was left for the outputs:
-there the capture threads took that core from a deprioritised worker (tiny at 720p: 0.71x -> 0.60x). The queue bounds how far the files may fall
-behind: when it is full, the pipeline waits and the files catch up."""
+nice 19; benchmarks/results/line-pace-cpu-2core.md). Not when a core was left for the outputs
+(core_share.model_takes_every_core): there the capture threads took that core from a deprioritised
+worker (tiny at 720p: 0.71x -> 0.60x). The queue bounds how far the files may fall behind: when it
+is full, the pipeline waits and the files catch up."""
 
 from __future__ import annotations
 
